@@ -1,0 +1,48 @@
+# The two commands: `make studio` (set up, then launch on embedded defaults) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PIP := $(VENV)/bin/pip
+TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
+
+.PHONY: studio test install install-test system-deps bench lint clean
+
+studio: install
+	$(VENV)/bin/streamlit run app/main.py
+
+test: install-test
+	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup tests
+
+# torch first (the pinned build: CPU here, CUDA on a GPU host), then everything else without build
+# isolation so DeepSpeed builds against that torch, with its CUDA ops compiled just in time
+# (DS_BUILD_OPS=0). open-clip-torch goes in without its dependencies: only its vocabulary is used,
+# and the torchvision it would pull breaks this torch build.
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt constraints.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip==25.3 setuptools==84.2.1 wheel==0.48.0
+	$(PIP) install --quiet "$(TORCH_PIN)"
+	DS_BUILD_OPS=0 $(PIP) install --quiet --no-build-isolation -r requirements.txt -c constraints.txt
+	$(PIP) install --quiet --no-deps -r requirements-nodeps.txt
+	$(PIP) install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PIP) install --quiet -r requirements-test.txt -c constraints.txt
+	touch $@
+
+install-test: install $(VENV)/.installed-test system-deps
+
+# Debian packages the tests need: chromium for the browser tests.
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
+		else echo "Install Debian's chromium first: sudo apt-get install chromium"; exit 1; fi; \
+	fi
+
+bench: install-test
+	$(VENV)/bin/python bench/train_throughput.py
+	$(VENV)/bin/python bench/quality_digits.py
+
+clean:
+	rm -rf $(VENV) studio-data .pytest_cache

@@ -1,0 +1,17 @@
+"""The Streamlit entry: `streamlit run app/main.py` (or `make studio`). It declares the pages."""
+
+from __future__ import annotations
+
+import core  # noqa: F401  (telemetry off before streamlit's neighbours are imported)
+
+import streamlit as st
+
+from pages import home
+
+st.set_page_config(page_title="Diffusion Studio", page_icon="🎨", layout="wide")
+
+PAGES = [
+    st.Page(home.render, title="Home", icon="🏠", url_path="home", default=True),
+]
+
+st.navigation(PAGES).run()

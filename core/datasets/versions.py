@@ -1,0 +1,208 @@
+"""Dataset versions: immutable, content-addressed manifests of image–caption pairs.
+
+A version lives under `datasets/<name>/<version>/` in the object store: `images/<sha256>.<ext>`
+and `manifest.jsonl` (one `ManifestItem` per line). The version id is the hash of the manifest, so
+the same content always gets the same id and an edit always makes a new one. The manifest is
+written last and the catalog row in the same transaction, so a failed write leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from core.db import Dataset, DatasetVersion, session_scope
+from core.errors import StudioError
+from core.settings import get_settings
+from core.storage import LocalStore, get_store
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+MANIFEST = "manifest.jsonl"
+
+
+class ManifestItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = Field(description="Path inside the version folder: images/<sha256>.<ext>.")
+    sha256: str
+    caption: str
+    width: int
+    height: int
+    split: Literal["train", "val"] = "train"
+    source: str = Field("", description="The file name the image was imported from.")
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An image to put into a version: encoded bytes plus what the manifest says of it."""
+
+    data: bytes
+    ext: str
+    caption: str
+    width: int
+    height: int
+    split: Literal["train", "val"] = "train"
+    source: str = ""
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise StudioError(
+            f"The dataset name {name!r} is not valid; use lowercase letters, digits, '.', '_' or '-' (up to 64)."
+        )
+    return name
+
+
+def version_prefix(name: str, version: str) -> str:
+    return f"datasets/{name}/{version}"
+
+
+def manifest_bytes(items: Iterable[ManifestItem]) -> bytes:
+    lines = sorted(json.dumps(item.model_dump(), sort_keys=True, ensure_ascii=False) for item in items)
+    return ("\n".join(lines) + "\n").encode()
+
+
+def version_id(manifest: bytes) -> str:
+    return hashlib.sha256(manifest).hexdigest()[:12]
+
+
+def parse_manifest(data: bytes) -> list[ManifestItem]:
+    return [ManifestItem.model_validate_json(line) for line in data.decode().splitlines() if line.strip()]
+
+
+def split_stats(items: list[ManifestItem]) -> dict[str, int]:
+    return {
+        "items": len(items),
+        "train": sum(item.split == "train" for item in items),
+        "val": sum(item.split == "val" for item in items),
+    }
+
+
+def write_version(
+    name: str,
+    items: list[NewItem],
+    *,
+    parent: str | None = None,
+    note: str = "",
+    progress: Callable[[float, str], None] | None = None,
+) -> str:
+    """Store the images and the manifest, record the version in the catalog; return the version id."""
+    check_name(name)
+    if not items:
+        raise StudioError("A dataset version needs at least one valid image.")
+    manifest_items = []
+    for item in items:
+        sha = hashlib.sha256(item.data).hexdigest()
+        manifest_items.append(
+            ManifestItem(
+                file=f"images/{sha}.{item.ext}",
+                sha256=sha,
+                caption=item.caption,
+                width=item.width,
+                height=item.height,
+                split=item.split,
+                source=item.source,
+            )
+        )
+    manifest = manifest_bytes(manifest_items)
+    version = version_id(manifest)
+    if find_version(name, version) is not None:
+        return version
+
+    store = get_store()
+    prefix = version_prefix(name, version)
+    written: set[str] = set()
+    try:
+        for i, (item, entry) in enumerate(zip(items, manifest_items, strict=True)):
+            if entry.file not in written:
+                store.put_bytes(f"{prefix}/{entry.file}", item.data)
+                written.add(entry.file)
+            if progress and (i % 50 == 0 or i == len(items) - 1):
+                progress((i + 1) / len(items), f"Stored {i + 1}/{len(items)} images")
+        store.put_bytes(f"{prefix}/{MANIFEST}", manifest)
+        with session_scope() as session:
+            dataset = session.scalar(select(Dataset).where(Dataset.name == name))
+            if dataset is None:
+                dataset = Dataset(name=name)
+                session.add(dataset)
+                session.flush()
+            session.add(
+                DatasetVersion(
+                    dataset_id=dataset.id,
+                    version=version,
+                    parent=parent,
+                    note=note,
+                    n_items=len(manifest_items),
+                    stats=split_stats(manifest_items),
+                )
+            )
+    except BaseException:
+        store.delete_prefix(prefix)
+        raise
+    return version
+
+
+def find_version(name: str, version: str) -> DatasetVersion | None:
+    with session_scope() as session:
+        return session.scalar(
+            select(DatasetVersion)
+            .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+            .where(Dataset.name == name, DatasetVersion.version == version)
+        )
+
+
+def list_versions(name: str) -> list[DatasetVersion]:
+    """Versions of a dataset, newest first."""
+    with session_scope() as session:
+        return list(
+            session.scalars(
+                select(DatasetVersion)
+                .join(Dataset, Dataset.id == DatasetVersion.dataset_id)
+                .where(Dataset.name == name)
+                .order_by(DatasetVersion.created_at.desc(), DatasetVersion.id.desc())
+            )
+        )
+
+
+def list_datasets() -> list[Dataset]:
+    with session_scope() as session:
+        return list(session.scalars(select(Dataset).order_by(Dataset.name)))
+
+
+def resolve(ref: str) -> tuple[str, str]:
+    """`name@version` -> (name, version); a bare `name` means its newest version."""
+    name, _, version = ref.partition("@")
+    check_name(name)
+    if version:
+        if find_version(name, version) is None:
+            raise StudioError(f"The dataset version {name}@{version} does not exist.")
+        return name, version
+    versions = list_versions(name)
+    if not versions:
+        raise StudioError(f"The dataset {name!r} does not exist; import it or run `studio demo` first.")
+    return name, versions[0].version
+
+
+def read_manifest(name: str, version: str) -> list[ManifestItem]:
+    return parse_manifest(get_store().get_bytes(f"{version_prefix(name, version)}/{MANIFEST}"))
+
+
+def materialize(name: str, version: str) -> Path:
+    """A local folder holding the version (manifest + images): the store itself when it is local."""
+    store = get_store()
+    prefix = version_prefix(name, version)
+    if isinstance(store, LocalStore):
+        return store.path(prefix)
+    dest = get_settings().cache_dir / prefix
+    if not (dest / MANIFEST).is_file():
+        for key in store.list(prefix):
+            store.download(key, dest / key.removeprefix(prefix + "/"))
+    return dest

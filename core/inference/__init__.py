@@ -1,0 +1,1 @@
+"""Generation: schedulers and text-to-image sampling, PyTorch and ONNX Runtime backends."""

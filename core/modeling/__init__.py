@@ -1,0 +1,1 @@
+"""Models: presets built from config, the offline CLIP tokenizer, diffusers-layout save/load."""

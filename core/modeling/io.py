@@ -1,0 +1,95 @@
+"""Save and load models in the diffusers layout, with safetensors weights only.
+
+`diffusers.StableDiffusionPipeline.from_pretrained(folder)` loads what `save_components` writes.
+Loading refuses pickle-based weights (`.bin`, `.pt`, `.ckpt`), which can run code when opened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from core.errors import StudioError
+from core.modeling.presets import Components
+
+UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+PARTS = ("text_encoder", "vae", "unet", "tokenizer", "scheduler")
+
+
+def pipeline_for(components: Components):  # type: ignore[no-untyped-def]
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=components.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def save_components(components: Components, folder: Path) -> Path:
+    """Write the model atomically: into a temporary sibling folder, then renamed into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        pipeline_for(components).save_pretrained(tmp, safe_serialization=True)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}-old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            shutil.rmtree(old)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def check_model_folder(folder: Path) -> None:
+    """Raise a one-sentence StudioError unless `folder` is a safetensors diffusers-layout model."""
+    if not folder.is_dir():
+        raise StudioError(f"The model folder {folder} does not exist.")
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise StudioError(f"{folder} is not a diffusers model folder (model_index.json is missing).")
+    try:
+        json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise StudioError(f"{index} is not valid JSON.") from None
+    for part in ("text_encoder", "vae", "unet"):
+        weights = list((folder / part).glob("*.safetensors"))
+        unsafe = [p.name for p in (folder / part).glob("*") if p.suffix in UNSAFE_SUFFIXES]
+        if unsafe and not weights:
+            raise StudioError(
+                f"{folder / part} holds only pickle weights ({unsafe[0]}); convert them to safetensors first."
+            )
+        if not weights:
+            raise StudioError(f"{folder / part} has no safetensors weights.")
+
+
+def load_components(folder: Path, prediction_type: str | None = None) -> Components:
+    """Load a Stable-Diffusion-layout folder (ours or any other) from local files only."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    check_model_folder(folder)
+    try:
+        scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+        if prediction_type and scheduler.config.prediction_type != prediction_type:
+            scheduler = DDPMScheduler.from_config(scheduler.config, prediction_type=prediction_type)
+        return Components(
+            text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", use_safetensors=True),
+            vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True),
+            unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True),
+            tokenizer=CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer"),
+            scheduler=scheduler,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise StudioError(f"The model in {folder} could not be loaded: {str(exc).splitlines()[0]}") from None

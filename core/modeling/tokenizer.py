@@ -1,0 +1,79 @@
+"""The CLIP tokenizer, built offline from the BPE vocabulary that open-clip-torch ships.
+
+The vocabulary becomes a Hugging Face `CLIPTokenizer` (49,408 tokens, bos 49406, eos/pad 49407)
+once and is cached under STUDIO_HOME. `import open_clip` needs torchvision, which breaks this
+stack, so the vocabulary file is read by path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import importlib.util
+import shutil
+import tempfile
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+
+from transformers import CLIPTokenizer
+
+from core.settings import get_settings
+
+MAX_LENGTH = 77
+BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+N_MERGES = 49152 - 256 - 2
+
+
+def clean_caption(text: str) -> str:
+    """The same pre-cleaning open_clip applies, so both tokenizers see the same text."""
+    text = html.unescape(html.unescape(text))
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters, which CLIP's BPE uses."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars), strict=True))
+
+
+def _bpe_path() -> Path:
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("open-clip-torch is not installed; run `make install`.")
+    return Path(spec.origin).parent / BPE_FILE
+
+
+def build_tokenizer() -> CLIPTokenizer:
+    lines = gzip.open(_bpe_path()).read().decode("utf-8").split("\n")
+    merges = [tuple(line.split()) for line in lines[1 : N_MERGES + 1]]
+    byte_chars = list(_bytes_to_unicode().values())
+    tokens = [*byte_chars, *(c + "</w>" for c in byte_chars), *("".join(m) for m in merges)]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH)
+
+
+@lru_cache(maxsize=1)
+def load_tokenizer() -> CLIPTokenizer:
+    """The cached tokenizer; built and saved on first use."""
+    cache = get_settings().cache_dir / "clip-tokenizer"
+    if not (cache / "tokenizer_config.json").is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tmp-"))
+        build_tokenizer().save_pretrained(tmp)
+        shutil.rmtree(cache, ignore_errors=True)
+        tmp.rename(cache)
+    return CLIPTokenizer.from_pretrained(cache)
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of a caption including bos/eos, as the text encoder sees them before truncation."""
+    return len(load_tokenizer()(clean_caption(text)).input_ids)

@@ -1,0 +1,57 @@
+"""The one Settings object: every `STUDIO_` environment variable (or `.env` entry) lives here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDIO_", env_file=".env", extra="ignore")
+
+    home: Path = Field(Path("studio-data"), description="Where the catalog, MLflow store and local objects live.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL of the catalog; default SQLite in home.")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI; default SQLite store in home.")
+    s3_bucket: str | None = Field(None, description="Keep objects in this S3 bucket instead of home/objects.")
+    s3_prefix: str = Field("", description="Key prefix inside the S3 bucket.")
+    aws_region: str = Field("us-east-1", description="AWS region for S3 and SageMaker.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Device for training and generation.")
+    torch_threads: int = Field(1, ge=1, description="Intra-op threads for torch and ONNX Runtime.")
+    max_local_jobs: int = Field(1, ge=1, description="Local jobs that run at once; the rest queue.")
+    experiment: str = Field("diffusion-studio", description="MLflow experiment that holds the runs.")
+
+    @property
+    def catalog_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home.resolve() / 'catalog.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_uri or f"sqlite:///{self.home.resolve() / 'mlflow.db'}"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.home.resolve() / "objects"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home.resolve() / "jobs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home.resolve() / "cache"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()

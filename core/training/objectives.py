@@ -1,0 +1,74 @@
+"""The two training objectives as modules, so DDP and DeepSpeed can wrap them whole.
+
+Randomness (noise, timesteps, posterior samples) is drawn by the loop from its own generator and
+passed in, which keeps a resumed run bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.training_utils import compute_snr
+from torch import nn
+
+
+class VaeObjective(nn.Module):
+    """Reconstruction (MSE) plus a small KL term towards the unit Gaussian."""
+
+    def __init__(self, vae: AutoencoderKL, kl_weight: float) -> None:
+        super().__init__()
+        self.vae = vae
+        self.kl_weight = kl_weight
+
+    def forward(self, pixels: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.vae.encode(pixels).latent_dist
+        latents = posterior.mean + posterior.std * eps
+        recon = self.vae.decode(latents).sample
+        mse = F.mse_loss(recon.float(), pixels.float())
+        kl = posterior.kl().mean() / pixels[0].numel()
+        return mse + self.kl_weight * kl, mse.detach()
+
+
+class DenoiseObjective(nn.Module):
+    """Noise (or v) prediction, optionally min-SNR-γ weighted; the text encoder trains if it has grads."""
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        text_encoder: nn.Module | None,
+        scheduler: DDPMScheduler,
+        min_snr_gamma: float | None,
+    ) -> None:
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.scheduler = scheduler
+        self.min_snr_gamma = min_snr_gamma
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        if self.scheduler.config.prediction_type == "v_prediction":
+            return self.scheduler.get_velocity(latents, noise, timesteps)
+        return noise
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        text: torch.Tensor,
+        weighted: bool = True,
+    ) -> torch.Tensor:
+        # `text` is token ids when the text encoder trains, cached embeddings otherwise.
+        hidden = self.text_encoder(text)[0] if self.text_encoder is not None else text
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        pred = self.unet(noisy, timesteps, hidden).sample
+        loss = F.mse_loss(pred.float(), self.target(latents, noise, timesteps).float(), reduction="none")
+        loss = loss.mean(dim=(1, 2, 3))
+        if weighted and self.min_snr_gamma is not None:
+            snr = compute_snr(self.scheduler, timesteps)
+            weight = torch.clamp(snr, max=self.min_snr_gamma) / snr
+            if self.scheduler.config.prediction_type == "v_prediction":
+                weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr + 1)
+            loss = loss * weight
+        return loss.mean()

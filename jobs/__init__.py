@@ -1,0 +1,1 @@
+"""Launching and supervising work: job records, the local backend, the SageMaker backend."""

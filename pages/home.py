@@ -1,0 +1,111 @@
+"""Home: the state of the studio at a glance, and the demo a new user runs first."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.widgets import loss_chart, status_label, user_errors
+from core.datasets.demo import ensure_demo_dataset
+from core.datasets.versions import list_datasets, list_versions
+from core.training.config import build_config
+from core.training.recipes import DEMO, QUICK_DEMO
+from jobs import local
+from jobs.progress import job_progress
+from jobs.records import ACTIVE, list_jobs
+from jobs.runs_summary import recent_runs
+
+
+def start_demo(quick: bool) -> None:
+    bar = st.progress(0.0, text="Preparing the demo dataset (1,797 handwritten digits)…")
+    ref = ensure_demo_dataset(progress=lambda f, text: bar.progress(f, text=text))
+    bar.progress(1.0, text=f"Dataset {ref} ready; starting training…")
+    config = build_config({**(QUICK_DEMO if quick else DEMO), "dataset": ref})
+    job = local.submit(config, name="demo-quick" if quick else "demo")
+    st.session_state["demo_job"] = job.id
+
+
+@st.fragment(run_every=2.0)
+def demo_progress(job_id: str) -> None:
+    from jobs.records import get_job
+
+    job = get_job(job_id)
+    progress = job_progress(job)
+    st.markdown(f"**Demo job `{job.id}`** — {status_label(job.status)} · stage `{progress.stage}` step {progress.step}/{progress.total}")
+    st.progress(progress.fraction, text=f"{progress.fraction:.0%} of all steps")
+    left, right = st.columns([3, 2])
+    with left:
+        loss_chart(progress.metrics, ("loss", "val_loss") if progress.stage == "unet" else ("vae_loss", "vae_val_mse"))
+    with right:
+        if progress.latest_sample:
+            st.image(str(progress.latest_sample), caption=f"Samples: {progress.latest_sample.stem}", width="stretch")
+        else:
+            st.caption("The first sample grid appears once the UNet stage has run a while.")
+    if job.status == "failed":
+        st.error(job.failure_reason or "The demo failed.")
+    if job.status not in ACTIVE:
+        st.session_state.pop("demo_job", None)
+
+
+def render() -> None:
+    st.title("🎨 Diffusion Studio")
+    st.caption("Curate image–caption data, train text-to-image diffusion models, compare runs, export to ONNX.")
+
+    with user_errors():
+        local.refresh()
+        datasets = list_datasets()
+        jobs = list_jobs(limit=200)
+        runs = recent_runs(limit=10)
+
+    active = [j for j in jobs if j.status in ACTIVE]
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Datasets", len(datasets))
+    c2.metric("Runs", len(runs))
+    c3.metric("Jobs running or queued", len(active))
+
+    st.subheader("Start here")
+    demo_job = st.session_state.get("demo_job") or next((j.id for j in active if j.config.get("run_name", "").startswith("demo")), None)
+    if demo_job:
+        demo_progress(demo_job)
+    else:
+        st.write(
+            "Train a small text-to-image model on 1,797 real handwritten digits, right here on the CPU. "
+            "Watch the loss fall and the sample grid turn into the ten digits."
+        )
+        b1, b2, _ = st.columns([1, 1, 3])
+        with user_errors():
+            if b1.button("▶️ Run the demo", type="primary", help="About 20 minutes on one CPU core: clean digits."):
+                start_demo(quick=False)
+                st.rerun()
+            if b2.button("⚡ Quick demo", help="About 5 minutes: blurry but recognisable digits."):
+                start_demo(quick=True)
+                st.rerun()
+
+    st.subheader("Recent runs")
+    if runs:
+        frame = pd.DataFrame(
+            [
+                {
+                    "run": r.name,
+                    "status": status_label(r.status),
+                    "dataset": r.dataset,
+                    "last loss": r.last_loss,
+                    "val loss": r.val_loss,
+                    "started": r.started,
+                }
+                for r in runs
+            ]
+        )
+        st.dataframe(frame, hide_index=True, width="stretch")
+    else:
+        st.info("No runs yet. Run the demo above, or start a training on the Train page.", icon="💡")
+
+    st.subheader("Datasets")
+    if datasets:
+        rows = []
+        for d in datasets:
+            versions = list_versions(d.name)
+            rows.append({"dataset": d.name, "newest version": versions[0].version if versions else "-", "images": versions[0].n_items if versions else 0, "versions": len(versions)})
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    else:
+        st.info("No datasets yet. The demo creates one; the Datasets page imports your own.", icon="💡")
