@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1, description="Intra-op threads for torch and ONNX Runtime.")
     max_local_jobs: int = Field(1, ge=1, description="Local jobs that run at once; the rest queue.")
     experiment: str = Field("diffusion-studio", description="MLflow experiment that holds the runs.")
+    import_max_files: int = Field(100_000, ge=1, description="Most files one dataset import (or zip) may hold.")
+    import_max_bytes: int = Field(8 << 30, ge=1, description="Most uncompressed bytes one dataset import may hold.")
+    import_max_ratio: float = Field(200.0, gt=1, description="Highest compression ratio a zip entry may have.")
+    min_image_side: int = Field(16, ge=1, description="Images with a shorter side are quarantined as too small.")
 
     @property
     def catalog_url(self) -> str:

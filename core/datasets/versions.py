@@ -206,3 +206,20 @@ def materialize(name: str, version: str) -> Path:
         for key in store.list(prefix):
             store.download(key, dest / key.removeprefix(prefix + "/"))
     return dest
+
+
+class VersionDiff(BaseModel):
+    added: list[ManifestItem]
+    removed: list[ManifestItem]
+    caption_changed: list[tuple[ManifestItem, ManifestItem]]
+
+
+def diff_versions(name: str, old: str, new: str) -> VersionDiff:
+    """Items added, removed and re-captioned between two versions (an item is its image + source name)."""
+    before = {(item.sha256, item.source): item for item in read_manifest(name, old)}
+    after = {(item.sha256, item.source): item for item in read_manifest(name, new)}
+    return VersionDiff(
+        added=[after[k] for k in after.keys() - before.keys()],
+        removed=[before[k] for k in before.keys() - after.keys()],
+        caption_changed=[(before[k], after[k]) for k in before.keys() & after.keys() if before[k].caption != after[k].caption],
+    )
