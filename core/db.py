@@ -72,6 +72,22 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class Export(Base):
+    """An ONNX export of a run's (or a folder's) model, with its parity report."""
+
+    __tablename__ = "exports"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    source: Mapped[str] = mapped_column(String(1024))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    fp16: Mapped[bool] = mapped_column(default=False)
+    parity: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    registered_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    registered_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

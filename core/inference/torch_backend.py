@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.errors import StudioError
 from core.inference.schedulers import SchedulerName, make_scheduler
 from core.modeling.io import load_components, pipeline_for
 from core.modeling.presets import Components
@@ -30,10 +31,30 @@ class GenerateRequest(BaseModel):
     width: int | None = Field(None, ge=8, le=2048, multiple_of=8)
 
 
+def size_limits(resolution: int, multiple: int) -> tuple[int, int]:
+    """The image sizes a model generates well: from half to twice its training resolution."""
+    return max(multiple, resolution // 2 // multiple * multiple), resolution * 2
+
+
+def check_size(request: GenerateRequest, resolution: int, multiple: int) -> tuple[int, int]:
+    """The request's (height, width), defaulting to the model's resolution; a StudioError if out of range."""
+    low, high = size_limits(resolution, multiple)
+    size = (request.height or resolution, request.width or resolution)
+    for name, value in zip(("height", "width"), size):
+        if value % multiple or not low <= value <= high:
+            raise StudioError(f"The {name} must be a multiple of {multiple} between {low} and {high} for this model (got {value}).")
+    return size
+
+
 def pick_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def components_size_multiple(components: Components) -> int:
+    """Image sizes must divide by the VAE's factor times the UNet's downsampling."""
+    return 2 ** (len(components.vae.config.block_out_channels) - 1 + len(components.unet.config.block_out_channels) - 1)
 
 
 @torch.no_grad()
@@ -44,15 +65,15 @@ def generate_with(components: Components, request: GenerateRequest, device: torc
     pipe.set_progress_bar_config(disable=True)
     device = device or next(components.unet.parameters()).device
     pipe.to(device)
-    size = components.resolution
+    height, width = check_size(request, components.resolution, components_size_multiple(components))
     generator = torch.Generator("cpu").manual_seed(request.seed)
     out = pipe(
         prompt=[clean_caption(request.prompt)] * request.batch,
         negative_prompt=[clean_caption(request.negative_prompt)] * request.batch if request.guidance > 1 else None,
         num_inference_steps=request.steps,
         guidance_scale=request.guidance,
-        height=request.height or size,
-        width=request.width or size,
+        height=height,
+        width=width,
         generator=generator,
     )
     return list(out.images)
@@ -67,6 +88,18 @@ class TorchGenerator:
         self.components = load_components(folder)
         for module in (self.components.text_encoder, self.components.vae, self.components.unet):
             module.to(self.device).eval()
+
+    @property
+    def resolution(self) -> int:
+        return self.components.resolution
+
+    @property
+    def size_multiple(self) -> int:
+        return components_size_multiple(self.components)
+
+    @property
+    def label(self) -> str:
+        return f"PyTorch ({self.device.type.upper()})"
 
     def __call__(self, request: GenerateRequest) -> list[Image.Image]:
         return generate_with(self.components, request, self.device)
