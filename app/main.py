@@ -6,12 +6,13 @@ import core  # noqa: F401  (telemetry off before streamlit's neighbours are impo
 
 import streamlit as st
 
-from pages import home
+from pages import datasets, home
 
 st.set_page_config(page_title="Diffusion Studio", page_icon="🎨", layout="wide")
 
 PAGES = [
     st.Page(home.render, title="Home", icon="🏠", url_path="home", default=True),
+    st.Page(datasets.render, title="Datasets", icon="🗂️", url_path="datasets"),
 ]
 
 st.navigation(PAGES).run()

@@ -78,7 +78,7 @@ def normalise(raw: bytes) -> tuple[bytes, str, Image.Image, bool]:
             im.seek(0)
             im.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise BadImage(f"decompression bomb: {exc}".split(" could be")[0]) from None
+            raise BadImage(f"decompression bomb: {str(exc).split(', could be')[0]} (Pillow's limit)") from None
         except UnidentifiedImageError:
             raise BadImage("not an image Pillow can read (corrupt or unsupported)") from None
         except (OSError, SyntaxError, ValueError) as exc:
