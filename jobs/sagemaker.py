@@ -1,0 +1,419 @@
+"""The SageMaker backend: the same engine in a SageMaker training job, via the SDK v3 `ModelTrainer`.
+
+A launch checks credentials, role and bucket first (one sentence if something is missing, before
+anything is uploaded), pushes the dataset version to S3, creates the MLflow run and the job row,
+then stages the source dir (`core/`, a small entry script, the job's config and the container's
+requirements) and starts a training job: the PyTorch training image, `Torchrun` across
+`instance_count` nodes (DeepSpeed runs inside the engine when the config has a `deepspeed:`
+section), managed spot with a checkpoint S3 URI so an interruption resumes, metric definitions
+matching the engine's log lines. `sync` polls DescribeTrainingJob into the job row; `stop`,
+`resume` and `log_tail` (CloudWatch) complete the set.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.db import Job, new_id, session_scope
+from core.errors import StudioError
+from core.settings import get_settings
+from core.tracking import create_run
+from core.training.config import TrainConfig
+from jobs.local import job_dir, set_run_status
+from jobs.records import FINAL, RUNNING, get_job, transition, update_job
+
+REPO = Path(__file__).resolve().parent.parent
+ENTRY_SCRIPT = "train_entry.py"
+CONFIG_FILE = "job_config.yaml"
+CHECKPOINTS = "/opt/ml/checkpoints"
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+# What the engine imports, with the pins of requirements*.txt; torch comes with the training image.
+CONTAINER_PACKAGES = (
+    "numpy", "diffusers", "transformers", "accelerate", "safetensors", "peft", "deepspeed", "mlflow",
+    "pillow", "sqlalchemy", "pydantic", "pydantic-settings", "pyyaml", "open-clip-torch",
+)  # fmt: skip
+# The SDK's defaults-config switch, given to its Session directly so no file on disk is needed.
+TELEMETRY_OFF = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+_NUM = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+# One regex per metric the engine logs, e.g. `[unet] step 10/1040 loss=0.3407 lr=0.001 grad_norm=0.4364
+# samples_per_s=45.39`, `[unet] step 20 val_loss=0.32121`, `[vae] step 20 val_mse=0.01 val_psnr=20.1`.
+METRIC_REGEXES = {
+    "loss": rf"\[unet\] step \d+/\d+ loss={_NUM}",
+    "lr": rf"\[unet\] step \d+/\d+ .*\blr={_NUM}",
+    "grad_norm": rf"\[unet\] step \d+/\d+ .*\bgrad_norm={_NUM}",
+    "samples_per_s": rf"\[unet\] step \d+/\d+ .*\bsamples_per_s={_NUM}",
+    "val_loss": rf"\[unet\] step \d+ val_loss={_NUM}",
+    "vae_loss": rf"\[vae\] step \d+/\d+ loss={_NUM}",
+    "vae_mse": rf"\[vae\] step \d+/\d+ .* mse={_NUM}",
+    "vae_samples_per_s": rf"\[vae\] step \d+/\d+ .*\bsamples_per_s={_NUM}",
+    "vae_val_mse": rf"\[vae\] step \d+ val_mse={_NUM}",
+    "vae_val_psnr": rf"\[vae\] step \d+ val_mse=\S+ val_psnr={_NUM}",
+}
+STARTING = {"Starting", "Pending", "Downloading", "DownloadingTrainingImage", "LaunchingMLInstances", "PreparingTrainingStack"}
+FINAL_STATES = {"Completed": "succeeded", "Failed": "failed", "Stopped": "stopped"}
+
+
+class SageMakerSettings(BaseSettings):
+    """`STUDIO_SAGEMAKER_*`: the account-specific defaults of a launch."""
+
+    model_config = SettingsConfigDict(env_prefix="STUDIO_SAGEMAKER_", env_file=".env", extra="ignore")
+
+    role: str | None = Field(None, description="IAM role ARN the training job runs as.")
+    instance_type: str = Field("ml.g5.2xlarge", description="Default instance type.")
+    image_uri: str | None = Field(None, description="Training image; default the SageMaker PyTorch image.")
+    framework_version: str = Field("2.8.0", description="PyTorch version of the default image.")
+    py_version: str = Field("py312", description="Python version of the default image.")
+
+
+class SageMakerLaunch(BaseModel):
+    """The cloud options of one launch (the form's SageMaker section)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instance_type: str = Field(default_factory=lambda: SageMakerSettings().instance_type)
+    instance_count: int = Field(1, ge=1, le=64)
+    processes_per_node: int | None = Field(None, ge=1, le=64, description="Default: one per GPU.")
+    spot: bool = True
+    max_run_hours: float = Field(24.0, gt=0, le=672)
+    max_wait_hours: float | None = Field(None, gt=0, le=672, description="Spot only; default 2 × max_run_hours.")
+    volume_gb: int = Field(100, ge=1, le=16384)
+    role: str | None = Field(default_factory=lambda: SageMakerSettings().role)
+    subnets: list[str] = Field(default_factory=list)
+    security_group_ids: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    image_uri: str | None = Field(default_factory=lambda: SageMakerSettings().image_uri)
+
+    @model_validator(mode="after")
+    def _check(self) -> SageMakerLaunch:
+        if self.spot and self.max_wait_hours is not None and self.max_wait_hours < self.max_run_hours:
+            raise ValueError("max_wait_hours must be at least max_run_hours")
+        if bool(self.subnets) != bool(self.security_group_ids):
+            raise ValueError("a VPC needs both subnets and security group ids")
+        return self
+
+    @property
+    def max_wait_seconds(self) -> int | None:
+        return int((self.max_wait_hours or 2 * self.max_run_hours) * 3600) if self.spot else None
+
+
+@dataclass
+class CloudStatus:
+    """What DescribeTrainingJob said, in the studio's words."""
+
+    status: str
+    sagemaker_status: str
+    secondary_status: str
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    failure_reason: str | None = None
+
+
+def boto_session():  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.Session(region_name=get_settings().aws_region)
+
+
+def _client_error(exc: Exception) -> StudioError:
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
+        return StudioError("No AWS credentials were found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return StudioError(f"SageMaker refused the request ({error.get('Code', '')}): {error.get('Message', '')}")
+    return StudioError(f"AWS could not be reached: {exc}")
+
+
+def preflight(launch: SageMakerLaunch) -> tuple[Any, str]:
+    """Check credentials, bucket and role; return the boto3 session and the bucket. Uploads nothing."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from core.datasets.push import explain
+
+    settings = get_settings()
+    if not settings.s3_bucket:
+        raise StudioError("SageMaker jobs need an S3 bucket; set STUDIO_S3_BUCKET.")
+    if not launch.role:
+        raise StudioError("SageMaker jobs need an IAM role; set STUDIO_SAGEMAKER_ROLE or give the role ARN in the form.")
+    if not launch.role.startswith("arn:") or ":role/" not in launch.role:
+        raise StudioError(f"The IAM role {launch.role!r} is not a role ARN (arn:aws:iam::<account>:role/<name>).")
+    session = boto_session()
+    if session.get_credentials() is None:
+        raise StudioError("No AWS credentials were found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
+    try:
+        session.client("s3").head_bucket(Bucket=settings.s3_bucket)
+    except (ClientError, BotoCoreError) as exc:
+        raise explain(exc, settings.s3_bucket) from None
+    try:
+        session.client("iam").get_role(RoleName=launch.role.rsplit("/", 1)[1])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchEntity":
+            raise StudioError(f"The IAM role {launch.role} does not exist in this account.") from None
+        # Many users may pass a role without being allowed to read IAM; SageMaker checks it anyway.
+    except BotoCoreError as exc:
+        raise _client_error(exc) from None
+    return session, settings.s3_bucket
+
+
+def s3_uri(bucket: str, *parts: str) -> str:
+    prefix = get_settings().s3_prefix.strip("/")
+    return "s3://" + "/".join(p.strip("/") for p in (bucket, prefix, *parts) if p)
+
+
+def container_requirements() -> str:
+    """The pins of requirements*.txt for the packages the engine needs inside the container."""
+    pins = {}
+    for name in ("requirements.txt", "requirements-nodeps.txt"):
+        for line in (REPO / name).read_text().splitlines():
+            package = line.split("==")[0].strip().lower()
+            if package in CONTAINER_PACKAGES:
+                pins[package] = line.strip()
+    if get_settings().mlflow_uri and get_settings().mlflow_uri.startswith("arn:"):
+        pins["sagemaker-mlflow"] = "sagemaker-mlflow"  # the plugin that resolves a SageMaker MLflow ARN
+    return "\n".join(pins[p] for p in CONTAINER_PACKAGES + ("sagemaker-mlflow",) if p in pins) + "\n"
+
+
+def stage_source(config: TrainConfig, dest: Path) -> Path:
+    """The source dir the job runs from: `core/`, the entry script, the config, the requirements."""
+    shutil.copytree(REPO / "core", dest / "core", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copyfile(Path(__file__).with_name("sagemaker_entry.py"), dest / ENTRY_SCRIPT)
+    (dest / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    (dest / "requirements.txt").write_text(container_requirements())
+    return dest
+
+
+def tracking_reachable() -> bool:
+    """A job in the cloud can log to MLflow itself only when the tracking server is not a local file."""
+    uri = get_settings().mlflow_uri or ""
+    return uri.startswith(("http://", "https://", "arn:", "databricks"))
+
+
+def image_uri(launch: SageMakerLaunch, region: str) -> str:
+    if launch.image_uri:
+        return launch.image_uri
+    from sagemaker.core import image_uris
+
+    sm = SageMakerSettings()
+    return image_uris.retrieve(
+        framework="pytorch",
+        region=region,
+        version=sm.framework_version,
+        py_version=sm.py_version,
+        instance_type=launch.instance_type,
+        image_scope="training",
+    )
+
+
+def build_trainer(config: TrainConfig, launch: SageMakerLaunch, job_id: str, uris: dict[str, str], source_dir: Path, session: Any):  # type: ignore[no-untyped-def]
+    """The ModelTrainer of one attempt; `train(wait=False)` on it creates the training job."""
+    from sagemaker.core.helper.session_helper import Session
+    from sagemaker.core.shapes import Tag
+    from sagemaker.core.training.configs import (
+        CheckpointConfig,
+        Compute,
+        InputData,
+        MetricDefinition,
+        Networking,
+        OutputDataConfig,
+        SourceCode,
+        StoppingCondition,
+    )
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.distributed import Torchrun
+
+    settings = get_settings()
+    environment = {"STUDIO_HOME": "/tmp/studio", "STUDIO_TORCH_THREADS": str(settings.torch_threads)}
+    if tracking_reachable():
+        environment["STUDIO_MLFLOW_URI"] = settings.mlflow_uri or ""
+        environment["STUDIO_EXPERIMENT"] = settings.experiment
+    tags = {"studio-job": job_id, **launch.tags}
+    trainer = ModelTrainer(
+        sagemaker_session=Session(boto_session=session, default_bucket=settings.s3_bucket, default_bucket_prefix=settings.s3_prefix.strip("/") or None, sagemaker_config=TELEMETRY_OFF),
+        role=launch.role,
+        base_job_name=f"studio-{job_id}",
+        training_image=image_uri(launch, session.region_name),
+        source_code=SourceCode(source_dir=str(source_dir), requirements="requirements.txt", entry_script=ENTRY_SCRIPT),
+        distributed=Torchrun(process_count_per_node=launch.processes_per_node),
+        compute=Compute(
+            instance_type=launch.instance_type,
+            instance_count=launch.instance_count,
+            volume_size_in_gb=launch.volume_gb,
+            enable_managed_spot_training=launch.spot,
+        ),
+        stopping_condition=StoppingCondition(
+            max_runtime_in_seconds=int(launch.max_run_hours * 3600), max_wait_time_in_seconds=launch.max_wait_seconds
+        ),
+        networking=Networking(subnets=launch.subnets, security_group_ids=launch.security_group_ids) if launch.subnets else None,
+        output_data_config=OutputDataConfig(s3_output_path=uris["output"]),
+        checkpoint_config=CheckpointConfig(s3_uri=uris["checkpoints"], local_path=CHECKPOINTS),
+        hyperparameters={"config": CONFIG_FILE, "stage": config.stage, "vae.steps": config.vae.steps, "unet.steps": config.unet.steps},
+        environment=environment,
+        tags=[Tag(key=k, value=v) for k, v in tags.items()],
+    )
+    return trainer.with_metric_definitions([MetricDefinition(name=k, regex=v) for k, v in METRIC_REGEXES.items()])
+
+
+def submit(config: TrainConfig, launch: SageMakerLaunch, name: str | None = None, progress: Any = None) -> Job:
+    """Launch a training job on SageMaker; the job row and MLflow run exist before it starts."""
+    from core.datasets.push import push_version
+
+    session, bucket = preflight(launch)
+    if not config.dataset:
+        raise StudioError("A SageMaker job trains on a catalog dataset (name@version), not a local folder.")
+    pushed = push_version(config.dataset, progress=progress)
+    job_id = new_id()
+    folder = job_dir(job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id = create_run(name or f"{config.preset}-{job_id}", {"job_id": job_id, "backend": "sagemaker", "preset": config.preset, "stage": config.stage, "dataset": config.dataset})
+    uris = {
+        "dataset": pushed.uri,
+        "checkpoints": s3_uri(bucket, "checkpoints", job_id),
+        "output": s3_uri(bucket, "jobs", job_id, "output"),
+        "metrics": "direct" if tracking_reachable() else "relay",
+    }
+    # The catalog keeps the local view (output_dir here, where the relay copies metrics.jsonl).
+    local_config = config.model_copy(update={"output_dir": folder / "output", "mlflow_run_id": run_id, "run_name": name})
+    with session_scope() as db:
+        db.add(
+            Job(
+                id=job_id,
+                kind="train",
+                backend="sagemaker",
+                status="starting",
+                config={**local_config.model_dump(mode="json"), "sagemaker": {**launch.model_dump(), **uris}},
+                dataset=config.dataset,
+                mlflow_run_id=run_id,
+                log_path=str(folder / "cloudwatch.log"),
+                region=session.region_name,
+                attempts=1,
+            )
+        )
+    return _start(job_id, session)
+
+
+def _container_config(job: Job) -> TrainConfig:
+    data = {k: v for k, v in job.config.items() if k not in ("sagemaker", "processes")}
+    # The job can log to MLflow itself only if the server is reachable; else the relay does it.
+    data.update(mlflow_run_id=job.mlflow_run_id if job.config["sagemaker"]["metrics"] == "direct" else None, output_dir="/opt/ml/output/data")
+    return TrainConfig.model_validate(data)
+
+
+def _start(job_id: str, session: Any) -> Job:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from sagemaker.core.training.configs import InputData
+
+    job = get_job(job_id)
+    options = job.config["sagemaker"]
+    launch = SageMakerLaunch.model_validate({k: v for k, v in options.items() if k in SageMakerLaunch.model_fields})
+    with tempfile.TemporaryDirectory(prefix="studio-source-") as tmp:
+        config = _container_config(job)
+        source = stage_source(config, Path(tmp))
+        try:
+            trainer = build_trainer(config, launch, job_id, options, source, session)
+            trainer.train(input_data_config=[InputData(channel_name="training", data_source=options["dataset"])], wait=False, logs=False)
+        except (ClientError, BotoCoreError) as exc:
+            error = _client_error(exc)
+            update_job(job_id, status="failed", failure_reason=str(error))
+            set_run_status(job.mlflow_run_id, "FAILED")
+            raise error from None
+    # The SDK keeps the created job on a private attribute; its name is all the studio needs.
+    name = trainer._latest_training_job.training_job_name
+    set_run_status(job.mlflow_run_id, "RUNNING")
+    return update_job(job_id, sagemaker_job_name=name)
+
+
+def describe(job: Job, client: Any = None) -> dict[str, Any]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = client or boto_session().client("sagemaker")
+    try:
+        return client.describe_training_job(TrainingJobName=job.sagemaker_job_name)
+    except (ClientError, BotoCoreError) as exc:
+        raise _client_error(exc) from None
+
+
+def cloud_status(response: dict[str, Any]) -> CloudStatus:
+    """DescribeTrainingJob -> the studio's status (queued … failed), with SageMaker's own words kept."""
+    primary = response["TrainingJobStatus"]
+    secondary = response.get("SecondaryStatus", "")
+    if primary in FINAL_STATES:
+        status = FINAL_STATES[primary]
+    elif primary == "Stopping":
+        status = "stopping"
+    else:
+        status = "starting" if secondary in STARTING else "running"
+    reason = response.get("FailureReason") if primary == "Failed" else None
+    return CloudStatus(status, primary, secondary, response.get("SecondaryStatusTransitions", []), reason)
+
+
+def sync(job_id: str, client: Any = None) -> CloudStatus:
+    """Poll the training job once and record its state (and the MLflow run's) in the catalog."""
+    job = get_job(job_id)
+    if not job.sagemaker_job_name:
+        raise StudioError(f"The job {job_id} has no SageMaker training job yet.")
+    state = cloud_status(describe(job, client))
+    if state.status != job.status and job.status not in FINAL:
+        fields: dict[str, Any] = {"status": state.status}
+        if state.status == "failed":
+            fields["failure_reason"] = state.failure_reason or "SageMaker reported the job as failed."
+        if transition(job_id, RUNNING, **fields) and state.status in FINAL:
+            set_run_status(job.mlflow_run_id, {"succeeded": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}[state.status])
+    return state
+
+
+def stop(job_id: str, client: Any = None) -> Job:
+    """StopTrainingJob: SageMaker sends SIGTERM, the engine checkpoints to S3 and exits."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    job = get_job(job_id)
+    if job.status not in RUNNING or not job.sagemaker_job_name:
+        raise StudioError(f"The job {job_id} is {job.status}; only running jobs can be stopped.")
+    client = client or boto_session().client("sagemaker")
+    try:
+        client.stop_training_job(TrainingJobName=job.sagemaker_job_name)
+    except (ClientError, BotoCoreError) as exc:
+        raise _client_error(exc) from None
+    transition(job_id, RUNNING, status="stopping")
+    return get_job(job_id)
+
+
+def resume(job_id: str) -> Job:
+    """A new training job on the same checkpoint S3 URI and MLflow run: it continues where it stopped."""
+    job = get_job(job_id)
+    launch = SageMakerLaunch.model_validate({k: v for k, v in job.config["sagemaker"].items() if k in SageMakerLaunch.model_fields})
+    session, _ = preflight(launch)
+    if not transition(job_id, ("stopped", "failed"), status="starting", attempts=job.attempts + 1, failure_reason=None, finished_at=None):
+        raise StudioError(f"The job {job_id} is {job.status}; only stopped or failed jobs can be resumed.")
+    return _start(job_id, session)
+
+
+def log_tail(job_id: str, lines: int = 50, client: Any = None) -> str:
+    """The newest lines of the job's CloudWatch log (the first host's stream), if there is one yet."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    job = get_job(job_id)
+    if not job.sagemaker_job_name:
+        return ""
+    client = client or boto_session().client("logs")
+    try:
+        streams = client.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job.sagemaker_job_name}/")["logStreams"]
+        if not streams:
+            return "No CloudWatch log yet; the instances are still starting."
+        events = client.get_log_events(logGroupName=LOG_GROUP, logStreamName=streams[0]["logStreamName"], limit=lines, startFromHead=False)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return "No CloudWatch log yet; the instances are still starting."
+        return f"The CloudWatch log is not available ({exc.response.get('Error', {}).get('Code', '')})."
+    except BotoCoreError as exc:
+        return f"The CloudWatch log is not available ({exc})."
+    return "\n".join(e["message"].rstrip() for e in events["events"])
