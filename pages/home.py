@@ -13,7 +13,7 @@ from core.training.recipes import DEMO, QUICK_DEMO
 from jobs import local
 from jobs.progress import job_progress
 from jobs.records import ACTIVE, list_jobs
-from jobs.runs_summary import recent_runs
+from core.runs import recent_runs
 
 
 def start_demo(quick: bool) -> None:

@@ -1,0 +1,167 @@
+"""Shared fixtures: a fresh STUDIO_HOME per test (real SQLite catalog, real MLflow store, local
+object store), the demo dataset, and a tiny model trained for real once per worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("STUDIO_TORCH_THREADS", "1")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import core  # noqa: E402,F401
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A few steps of everything: enough to exercise every code path of the loop.
+TINY_OVERRIDES = [
+    "vae.steps=6",
+    "unet.steps=6",
+    "vae.batch_size=8",
+    "unet.batch_size=8",
+    "vae.warmup_steps=2",
+    "unet.warmup_steps=2",
+    "log_every=2",
+    "validate_every=3",
+    "sample_every=3",
+    "checkpoint_every=3",
+    "sample_steps=3",
+    "sample_images_per_prompt=1",
+]
+
+
+def use_home(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from core.settings import reset_settings
+
+    monkeypatch.setenv("STUDIO_HOME", str(path))
+    for key in ("STUDIO_DATABASE_URL", "STUDIO_MLFLOW_URI", "STUDIO_S3_BUCKET", "STUDIO_S3_PREFIX"):
+        monkeypatch.delenv(key, raising=False)
+    reset_settings()
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh, empty studio: its own catalog, MLflow store and object store."""
+    yield use_home(tmp_path / "studio", monkeypatch)
+    from core.settings import reset_settings
+
+    reset_settings()
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A studio home with the demo dataset, built once per worker; copy it before writing to it."""
+    path = tmp_path_factory.mktemp("demo-home")
+    env = {**os.environ, "STUDIO_HOME": str(path)}
+    subprocess.run(
+        [sys.executable, "-c", "from core.datasets.demo import ensure_demo_dataset; ensure_demo_dataset()"],
+        env=env, cwd=REPO, check=True,
+    )
+    return path
+
+
+@pytest.fixture
+def demo(home: Path, demo_home: Path) -> str:
+    """The demo dataset in this test's own home; returns its `name@version`."""
+    import shutil
+
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(demo_home, home)
+    from core.datasets.demo import ensure_demo_dataset
+
+    return ensure_demo_dataset()
+
+
+def run_training(config_overrides: list[str], env: dict[str, str], *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Train in a subprocess, exactly as a job does: `python -m core.training`."""
+    cmd = [sys.executable, "-m", "core.training", *(a for o in config_overrides for a in ("--set", o)), *extra]
+    proc = subprocess.run(cmd, env={**os.environ, **env}, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"training failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory, demo_home: Path) -> Path:
+    """A tiny model really trained for a few steps on the demo digits (diffusers layout)."""
+    out = tmp_path_factory.mktemp("trained")
+    run_training([*TINY_OVERRIDES, "dataset=digits", f"output_dir={out}"], {"STUDIO_HOME": str(demo_home)})
+    return out / "model"
+
+
+# Two real tiny trainings that differ in learning rate, seed, sampling cadence and prompt order,
+# plus a failed run on another dataset: what the Runs page and `studio runs` browse and compare.
+RUN_PROMPTS = ["a handwritten digit one", "a handwritten digit two", "a handwritten digit three"]
+SEED_RUNS = """
+import json, sys
+from core.datasets.demo import demo_items
+from core.datasets.versions import write_version
+from core.tracking import create_run, get_tracking
+items = demo_items()
+mini = [i for i in items if i.split == "train"][:64] + [i for i in items if i.split == "val"][:16]
+ref = "digits-mini@" + write_version("digits-mini", mini, note="80 demo digits")
+runs = {name: create_run(name, {"dataset": ref, "preset": "tiny", "stage": "all", "backend": "local", "job_id": name})
+        for name in ("tiny-a", "tiny-b")}
+failed = create_run("broken-small", {"dataset": "other@0123456789ab", "preset": "small", "stage": "unet", "backend": "local"})
+get_tracking().client.set_terminated(failed, "FAILED")
+print(json.dumps({"dataset": ref, "runs": runs, "failed": failed}))
+"""
+
+
+@pytest.fixture(scope="session")
+def runs_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A studio home with two real tiny training runs in MLflow, built once for all xdist workers.
+
+    Returns {"home", "dataset", "runs": {"tiny-a": id, "tiny-b": id}, "failed": id}; copy the home
+    (see `runs_store`) before writing to it.
+    """
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    path = root / "runs-home"
+    done = root / "runs-home.json"
+    with FileLock(str(root / "runs-home.lock")):
+        if not done.is_file():
+            env = {**os.environ, "STUDIO_HOME": str(path)}
+            seeded = json.loads(subprocess.run([sys.executable, "-c", SEED_RUNS], env=env, cwd=REPO, check=True, capture_output=True, text=True).stdout)
+            base = [*TINY_OVERRIDES, f"dataset={seeded['dataset']}", "vae.steps=4", "checkpoint_every=100"]
+            settings = {
+                "tiny-a": [f"validation_prompts={RUN_PROMPTS}"],
+                "tiny-b": [f"validation_prompts={RUN_PROMPTS[::-1]}", "unet.lr=0.003", "seed=1", "sample_every=2"],
+            }
+
+            def train(name: str) -> None:
+                run_id = seeded["runs"][name]
+                run_training([*base, *settings[name], f"output_dir={path / 'outputs' / name}", f"mlflow_run_id={run_id}"], {"STUDIO_HOME": str(path)})
+
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(train, settings))
+            finish = "from core.tracking import get_tracking; import sys; [get_tracking().client.set_terminated(r, 'FINISHED') for r in sys.argv[1:]]"
+            subprocess.run([sys.executable, "-c", finish, *seeded["runs"].values()], env=env, cwd=REPO, check=True)
+            done.write_text(json.dumps({**seeded, "home": str(path)}))
+    return json.loads(done.read_text())
+
+
+@pytest.fixture
+def runs_store(runs_home: dict, home: Path) -> dict:
+    """A private, writable copy of `runs_home`, used as this test's STUDIO_HOME."""
+    import shutil
+
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.copytree(runs_home["home"], home, ignore=shutil.ignore_patterns("cache", "outputs"))
+    return {**runs_home, "home": str(home)}
