@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1, description="Intra-op threads for torch and ONNX Runtime.")
     max_local_jobs: int = Field(1, ge=1, description="Local jobs that run at once; the rest queue.")
     experiment: str = Field("diffusion-studio", description="MLflow experiment that holds the runs.")
+    playground_port: int = Field(7860, ge=1, le=65535, description="Port of the playground and HTTP API the studio starts on 127.0.0.1.")
     import_max_files: int = Field(100_000, ge=1, description="Most files one dataset import (or zip) may hold.")
     import_max_bytes: int = Field(8 << 30, ge=1, description="Most uncompressed bytes one dataset import may hold.")
     import_max_ratio: float = Field(200.0, gt=1, description="Highest compression ratio a zip entry may have.")

@@ -1,0 +1,91 @@
+"""`studio export|exports|serve`: ONNX exports and the HTTP API with the playground."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.commands import add_command, emit
+
+
+def export_summary(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "source": record.source,
+        "mlflow_run_id": record.mlflow_run_id,
+        "path": record.path,
+        "fp16": record.fp16,
+        "registered_model": record.registered_model,
+        "registered_version": record.registered_version,
+        "size_bytes": record.size_bytes,
+        "parity": record.parity,
+    }
+
+
+def parity_text(parity: dict[str, Any]) -> str:
+    lines = [f"{'component':<14} {'max abs':>10} {'max rel':>10}"]
+    for c in parity["components"]:
+        lines.append(f"{c['name']:<14} {c['max_abs']:>10.2e} {c['max_rel']:>10.2e}{'' if c['passed'] else '  FAIL'}")
+    lines.append(f"end to end PSNR: {', '.join(f'{p:.1f} dB' for p in parity['psnr_db'])} (providers {', '.join(parity['providers'])})")
+    return "\n".join(lines)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.export.exporter import ParityError, export_model
+    from core.settings import get_settings
+
+    torch.set_num_threads(get_settings().torch_threads)
+
+    def progress(fraction: float, text: str) -> None:
+        if not args.json:
+            print(f"[{fraction:4.0%}] {text}", file=sys.stderr)
+
+    try:
+        record = export_model(args.ref, args.out, fp16=args.fp16, name=args.name, progress=progress)
+    except ParityError as exc:
+        print(parity_text(exc.report.model_dump(mode="json")), file=sys.stderr)
+        raise
+    summary = export_summary(record)
+    text = (
+        f"{parity_text(record.parity)}\nExported to {record.path} "
+        f"(registered as {record.registered_model} version {record.registered_version}, export id {record.id})."
+    )
+    emit(args, summary, text)
+    return 0
+
+
+def cmd_exports(args: argparse.Namespace) -> int:
+    from core.export.exporter import list_exports
+
+    rows = [export_summary(r) for r in list_exports()]
+    lines = [f"{r['id']}  {r['registered_model']} v{r['registered_version']}  {r['path']}" for r in rows]
+    emit(args, rows, "\n".join(lines) or "No exports yet (`studio export RUN_ID`).")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.api import create_app
+
+    print(f"Serving the API on http://{args.host}:{args.port} (docs at /docs, playground at /playground).", file=sys.stderr)
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = add_command(sub, "export", "export a run's or a folder's model to ONNX, with a parity report", cmd_export)
+    p.add_argument("ref", help="MLflow run id or model folder")
+    p.add_argument("--out", type=Path, help="export folder (default: STUDIO_HOME/exports/<id>)")
+    p.add_argument("--fp16", action="store_true", help="fp16 graphs for the CUDA execution provider")
+    p.add_argument("--name", help="registered model name in MLflow (default: <run name>-onnx)")
+
+    add_command(sub, "exports", "list the ONNX exports", cmd_exports)
+
+    p = add_command(sub, "serve", "serve the HTTP API and the playground", cmd_serve)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
