@@ -120,7 +120,7 @@ def gallery(draft: Draft, items: list) -> None:  # type: ignore[type-arg]
             col.image(str(thumbnail(draft, item)), width="stretch")
             flag = "⚠️ " if caption_problems(item) else ""
             col.caption(f"{flag}{item.caption[:80] or '(no caption)'}")
-            if col.button("🔍", key=f"zoom-{item.id}", help=item.id):
+            if col.button("Details", key=f"zoom-{item.id}", help=item.id):
                 image_details(draft, item.id)
 
 

@@ -205,7 +205,8 @@ def ingest_tree(root: Path, name: str, dest: Path, progress: Progress | None = N
         shutil.move(path, target)
 
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTS or p.name.endswith(".duplicate")]
-    others = [p for p in files if p not in set(images)]
+    image_set = set(images)
+    others = [p for p in files if p not in image_set]
     for path in others:
         if path.suffix.lower() not in (".txt", ".csv", ".parquet", ".jsonl"):
             quarantine(path, path.relative_to(root).as_posix(), f"unsupported file type {path.suffix or '(none)'}")
@@ -261,7 +262,8 @@ def ingest_tree(root: Path, name: str, dest: Path, progress: Progress | None = N
         items.append(item)
     if progress:
         progress(1.0, f"Read {len(images)} images")
-    draft = Draft(name=name, items=items, quarantine=[p for p in problems if p.file not in {i.id for i in items}], caption_sources=dict(sources))
+    ids = {item.id for item in items}
+    draft = Draft(name=name, items=items, quarantine=[p for p in problems if p.file not in ids], caption_sources=dict(sources))
     save_draft(draft, dest)
     return draft
 
