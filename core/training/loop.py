@@ -251,7 +251,7 @@ class Trainer:
             done = step + 1
             if done % self.config.log_every == 0 or done == cfg.steps:
                 elapsed = time.perf_counter() - tick
-                self._log("vae", done, cfg.steps, {"vae_loss": float(loss), "vae_mse": float(mse), "vae_lr": opt.lr, "vae_grad_norm": grad_norm, "vae_samples_per_s": seen / elapsed})
+                self._log("vae", done, cfg.steps, {"vae_loss": loss.item(), "vae_mse": mse.item(), "vae_lr": opt.lr, "vae_grad_norm": grad_norm, "vae_samples_per_s": seen / elapsed})
                 tick, seen = time.perf_counter(), 0
             if done % self.config.validate_every == 0 or done == cfg.steps:
                 self._validate_vae(done)
@@ -356,7 +356,7 @@ class Trainer:
             done = step + 1
             if done % self.config.log_every == 0 or done == cfg.steps:
                 elapsed = time.perf_counter() - tick
-                self._log("unet", done, cfg.steps, {"loss": self.d.mean(float(loss)), "lr": opt.lr, "grad_norm": grad_norm, "samples_per_s": seen / elapsed})
+                self._log("unet", done, cfg.steps, {"loss": self.d.mean(loss.item()), "lr": opt.lr, "grad_norm": grad_norm, "samples_per_s": seen / elapsed})
                 tick, seen = time.perf_counter(), 0
             if done % self.config.validate_every == 0 or done == cfg.steps:
                 self._validate_unet(done, embeddings)

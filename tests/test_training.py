@@ -1,0 +1,131 @@
+"""The engine, for real: tiny trainings in subprocesses, exactly as jobs run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TINY_OVERRIDES, run_training
+
+pytestmark = pytest.mark.slow
+
+# Long enough that a SIGTERM lands mid-run; checkpoints kept so the test can look at them.
+RESUMABLE = [o for o in TINY_OVERRIDES if not o.startswith(("vae.steps", "checkpoint_every"))] + [
+    "vae.steps=24",
+    "checkpoint_every=100",
+    "keep_checkpoints=10",
+    "dataset=digits",
+]
+
+
+def metrics(path: Path) -> dict[tuple[int, str], float]:
+    out = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        for key, value in row.items():
+            if key not in ("step", "time") and not key.endswith("samples_per_s"):
+                out[(row["step"], key)] = value
+    return out
+
+
+def test_config_errors_are_one_sentence(demo_home: Path, tmp_path: Path) -> None:
+    env = {"STUDIO_HOME": str(demo_home)}
+    proc = run_training(["dataset=digits", "unet.learning_rate=1"], env, check=False)
+    assert proc.returncode == 2 and "error: The config key 'unet.learning_rate' is not known." in proc.stderr
+    proc = run_training(["dataset=digits", "vae.steps=-3"], env, check=False)
+    assert proc.returncode == 2 and "'vae.steps' is not valid" in proc.stderr
+    proc = run_training(["dataset=nothing"], env, check=False)
+    assert proc.returncode == 2 and "The dataset 'nothing' does not exist" in proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: [tiny\n")
+    proc = run_training([], env, "--config", str(bad), check=False)
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+    proc = run_training(["dataset=digits", "preset=finetune", f"base_model={tmp_path}"], env, check=False)
+    assert proc.returncode == 2 and "model_index.json is missing" in proc.stderr
+    assert not any(tmp_path.rglob("status.json"))  # nothing half-written
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(demo_home: Path, tmp_path: Path) -> None:
+    """SIGTERM checkpoints and exits cleanly; `--resume latest` then continues bit for bit, and
+    everything lands in MLflow: params, tags, metrics with steps, sample images, the model."""
+    env = {"STUDIO_HOME": str(demo_home)}
+    from core.settings import reset_settings
+
+    os.environ["STUDIO_HOME"] = str(demo_home)
+    reset_settings()
+    from core.tracking import create_run, get_tracking
+
+    run_id = create_run("uninterrupted")
+    full = tmp_path / "full"
+    run_training([*RESUMABLE, f"output_dir={full}", f"mlflow_run_id={run_id}"], env)
+
+    stopped = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "core.training", *(a for o in [*RESUMABLE, f"output_dir={stopped}"] for a in ("--set", o))]
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = stopped / "checkpoints" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (log.is_file() and log.read_text().count("\n") >= 2) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-2000:]
+    status = json.loads((stopped / "status.json").read_text())
+    assert status["status"] == "stopped" and status["stage"] == "vae" and 0 < status["step"] < 24
+    assert (stopped / "checkpoints" / "latest").read_text().startswith("step-1vae-")
+
+    run_training([*RESUMABLE, f"output_dir={stopped}"], env, "--resume", "latest")
+    assert json.loads((stopped / "status.json").read_text())["status"] == "succeeded"
+    a, b = metrics(full / "checkpoints" / "metrics.jsonl"), metrics(log)
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+    client = get_tracking().client
+    run = client.get_run(run_id)
+    assert run.data.params["vae.steps"] == "24" and run.data.params["preset"] == "tiny"
+    assert run.data.tags["dataset"] == "digits"
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == [2, 4, 6]
+    assert client.get_metric_history(run_id, "vae_val_psnr")[-1].value > 5
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"model", "images", "validation_prompts.json"} <= artifacts
+    images = [a.path for a in client.list_artifacts(run_id, "images")]
+    assert any("prompt_00" in p for p in images) and any("samples" in p for p in images)
+
+
+def test_sagemaker_container_contract(demo_home: Path, tmp_path: Path) -> None:
+    """Inside SageMaker: data from the channel, hyperparameters as --key value, model to SM_MODEL_DIR."""
+    from core.datasets.versions import materialize, resolve
+    from core.settings import reset_settings
+
+    os.environ["STUDIO_HOME"] = str(demo_home)
+    reset_settings()
+    channel = materialize(*resolve("digits"))
+    env = {
+        "STUDIO_HOME": str(tmp_path / "empty-home"),  # no catalog: the channel is all it has
+        "SM_CHANNEL_TRAINING": str(channel),
+        "SM_MODEL_DIR": str(tmp_path / "opt-ml-model"),
+        "SM_OUTPUT_DATA_DIR": str(tmp_path / "opt-ml-output"),
+    }
+    hps = ["--vae.steps", "2", "--unet.steps", "2", "--vae.batch_size", "4", "--unet.batch_size", "4", "--sample_steps", "2", "--sample_images_per_prompt", "1", "--validate_every", "2"]
+    run_training([], env, *hps)
+    assert (tmp_path / "opt-ml-model" / "model_index.json").is_file()
+    assert (tmp_path / "opt-ml-output" / "checkpoints" / "metrics.jsonl").is_file()
+
+
+def test_torchrun_two_processes(demo_home: Path, tmp_path: Path) -> None:
+    """The same entry point under torchrun: two CPU processes, gloo, DDP."""
+    out = tmp_path / "ddp"
+    args = [a for o in [*TINY_OVERRIDES, "dataset=digits", f"output_dir={out}", "vae.steps=2", "unet.steps=2", "validate_every=2", "sample_every=100"] for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "core.training", *args]
+    proc = subprocess.run(cmd, env={**os.environ, "STUDIO_HOME": str(demo_home), "OMP_NUM_THREADS": "1"}, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads((out / "status.json").read_text())["status"] == "succeeded"
+    rows = [json.loads(x) for x in (out / "checkpoints" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("vae_samples_per_s") for r in rows)  # logged by rank 0 only, once per step
