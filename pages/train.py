@@ -1,0 +1,323 @@
+"""Train: a form over the engine's config, one Launch click, the queue, and a live view of a job."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.widgets import loss_chart, status_label, user_errors
+from core.datasets.versions import list_datasets, list_versions
+from core.errors import StudioError
+from core.training.config import build_config
+from core.training.recipes import DEMO
+from jobs import control
+from jobs.cost import estimate, price_table
+from jobs.progress import job_progress
+from jobs.records import ACTIVE, FINAL, RUNNING, get_job, list_jobs, queue
+
+LIVE_SECONDS = 2.0
+INSTANCE_TYPES = list(price_table()["usd_per_hour"])
+# Form defaults: the demo recipe, so one click on a fresh studio trains the digits model.
+DEFAULTS: dict[str, Any] = {
+    "preset": "tiny",
+    "stage": "all",
+    "vae_steps": DEMO["vae"]["steps"],
+    "unet_steps": DEMO["unet"]["steps"],
+    "batch_size": DEMO["unet"]["batch_size"],
+    "lr": DEMO["unet"]["lr"],
+    "ema": 0.0,
+    "min_snr": 5.0,
+    "v_prediction": False,
+    "noise_offset": 0.0,
+    "mixed_precision": "no",
+    "grad_checkpointing": False,
+    "lora_rank": 0,
+    "base_model": "",
+    "prompts": "",
+    "checkpoint_every": DEMO["checkpoint_every"],
+    "validate_every": DEMO["validate_every"],
+    "sample_every": DEMO["sample_every"],
+    "seed": 0,
+    "zero_stage": "off",
+    "offload": False,
+}
+
+
+def _form_key(name: str) -> str:
+    return f"train.{name}"
+
+
+def _init_form() -> None:
+    for name, value in DEFAULTS.items():
+        st.session_state.setdefault(_form_key(name), value)
+
+
+def clone_into_form(config: dict[str, Any]) -> None:
+    """Pre-fill the form from a job's config (the widgets read their values from session state)."""
+    unet, vae = config.get("unet", {}), config.get("vae", {})
+    ds = config.get("deepspeed")
+    values = {
+        "preset": config.get("preset", "tiny"),
+        "stage": config.get("stage", "all"),
+        "vae_steps": vae.get("steps", DEFAULTS["vae_steps"]),
+        "unet_steps": unet.get("steps", DEFAULTS["unet_steps"]),
+        "batch_size": unet.get("batch_size", DEFAULTS["batch_size"]),
+        "lr": unet.get("lr", DEFAULTS["lr"]),
+        "ema": unet.get("ema_decay") or 0.0,
+        "min_snr": unet.get("min_snr_gamma") or 0.0,
+        "v_prediction": unet.get("prediction_type") == "v_prediction",
+        "noise_offset": unet.get("noise_offset", 0.0),
+        "mixed_precision": config.get("mixed_precision", "no"),
+        "grad_checkpointing": config.get("gradient_checkpointing", False),
+        "lora_rank": unet.get("lora_rank") or 0,
+        "base_model": config.get("base_model") or "",
+        "prompts": "\n".join(config.get("validation_prompts", [])),
+        "checkpoint_every": config.get("checkpoint_every", DEFAULTS["checkpoint_every"]),
+        "validate_every": config.get("validate_every", DEFAULTS["validate_every"]),
+        "sample_every": config.get("sample_every", DEFAULTS["sample_every"]),
+        "seed": config.get("seed", 0),
+        "zero_stage": str(ds["zero_stage"]) if ds else "off",
+        "offload": bool(ds and ds.get("offload_optimizer")),
+    }
+    for name, value in values.items():
+        st.session_state[_form_key(name)] = value
+    if config.get("dataset"):
+        name, _, version = config["dataset"].partition("@")
+        st.session_state[_form_key("dataset")] = name
+        st.session_state[_form_key("version")] = version
+
+
+def config_from_form(dataset: str, v: dict[str, Any]) -> dict[str, Any]:
+    """The form's values as a TrainConfig mapping (validated by `build_config`)."""
+    stage = {"batch_size": v["batch_size"], "lr": v["lr"]}
+    data: dict[str, Any] = {
+        "preset": v["preset"],
+        "stage": v["stage"],
+        "dataset": dataset,
+        "vae": {**stage, "steps": v["vae_steps"]},
+        "unet": {
+            **stage,
+            "steps": v["unet_steps"],
+            "ema_decay": v["ema"] or None,
+            "min_snr_gamma": v["min_snr"] or None,
+            "prediction_type": "v_prediction" if v["v_prediction"] else "epsilon",
+            "noise_offset": v["noise_offset"],
+            "lora_rank": v["lora_rank"] or None,
+        },
+        "mixed_precision": v["mixed_precision"],
+        "gradient_checkpointing": v["grad_checkpointing"],
+        "validation_prompts": [p.strip() for p in v["prompts"].splitlines() if p.strip()],
+        "checkpoint_every": v["checkpoint_every"],
+        "validate_every": v["validate_every"],
+        "sample_every": v["sample_every"],
+        "seed": v["seed"],
+    }
+    if v["base_model"]:
+        data["base_model"] = v["base_model"]
+    if v["zero_stage"] != "off":
+        data["deepspeed"] = {"zero_stage": int(v["zero_stage"]), "offload_optimizer": v["offload"]}
+    return data
+
+
+def dataset_picker() -> str | None:
+    datasets = [d.name for d in list_datasets()]
+    if not datasets:
+        st.info("No dataset yet. Import one on the Datasets page, or create the demo digits here.", icon="🗂️")
+        if st.button("Create the demo digits dataset"):
+            from core.datasets.demo import ensure_demo_dataset
+
+            with user_errors(), st.spinner("Creating the demo dataset…"):
+                ensure_demo_dataset()
+                st.rerun()
+        return None
+    left, right = st.columns(2)
+    name = left.selectbox("Dataset", datasets, key=_form_key("dataset"), help="A dataset from the catalog.")
+    versions = [f"{v.version}" for v in list_versions(name)]
+    if st.session_state.get(_form_key("version")) not in versions:
+        st.session_state[_form_key("version")] = versions[0]
+    version = right.selectbox("Version", versions, key=_form_key("version"), help="Versions never change; newest first.")
+    return f"{name}@{version}"
+
+
+def launch_form() -> None:
+    _init_form()
+    k = _form_key
+    finished = [j for j in list_jobs(limit=50) if j.kind == "train"]
+    if finished:
+        with st.expander("Clone a job's settings"):
+            choice = st.selectbox("Job", finished, format_func=lambda j: f"{j.id} · {j.dataset or '-'} · {j.status}", key=k("clone_choice"))
+            if st.button("Clone into the form", key=k("clone")):
+                clone_into_form(choice.config)
+                st.rerun()
+
+    dataset = dataset_picker()
+    c1, c2, c3 = st.columns(3)
+    c1.selectbox("Preset", ["tiny", "small", "base", "finetune"], key=k("preset"), help="Model size; 'finetune' starts from a local model folder.")
+    c2.radio("Stage", ["all", "vae", "unet"], key=k("stage"), horizontal=True, help="'all' trains the VAE, then the UNet.")
+    c3.number_input("Seed", min_value=0, key=k("seed"))
+    if st.session_state[k("preset")] == "finetune":
+        st.text_input("Base model folder", key=k("base_model"), help="A Stable-Diffusion-layout folder on this machine.")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.number_input("VAE steps", min_value=0, step=50, key=k("vae_steps"))
+    c2.number_input("UNet steps", min_value=0, step=50, key=k("unet_steps"))
+    c3.number_input("Batch size", min_value=1, max_value=4096, key=k("batch_size"))
+    c4.number_input("Learning rate", min_value=1e-7, max_value=1.0, format="%.6f", key=k("lr"))
+
+    with st.expander("Advanced"):
+        a1, a2, a3 = st.columns(3)
+        a1.number_input("EMA decay (0 = off)", min_value=0.0, max_value=0.99999, format="%.5f", key=k("ema"), help="Keep an exponential moving average of the UNet weights, e.g. 0.999.")
+        a2.number_input("Min-SNR γ (0 = off)", min_value=0.0, key=k("min_snr"), help="Min-SNR loss weighting; 5 is the paper's value.")
+        a3.number_input("Noise offset", min_value=0.0, max_value=1.0, key=k("noise_offset"), help="Helps very dark or bright images; 0.05–0.1.")
+        a1.checkbox("v-prediction", key=k("v_prediction"), help="Predict v instead of the noise.")
+        a2.selectbox("Mixed precision", ["no", "bf16", "fp16"], key=k("mixed_precision"), help="bf16 on recent GPUs; 'no' on CPU.")
+        a3.checkbox("Gradient checkpointing", key=k("grad_checkpointing"), help="Less memory, ~30% slower.")
+        a1.number_input("LoRA rank (0 = off)", min_value=0, max_value=512, key=k("lora_rank"), help="Fine-tuning only: train LoRA adapters on the UNet.")
+        a2.number_input("Checkpoint every (steps)", min_value=1, key=k("checkpoint_every"), help="A stop or crash loses at most this many steps.")
+        a3.number_input("Validate every (steps)", min_value=1, key=k("validate_every"))
+        a1.number_input("Sample grid every (steps)", min_value=1, key=k("sample_every"))
+        st.text_area("Validation prompts (one per line)", key=k("prompts"), help="Default: captions from the dataset.")
+        d1, d2 = st.columns(2)
+        d1.selectbox("DeepSpeed ZeRO stage", ["off", "0", "1", "2", "3"], key=k("zero_stage"), help="Runs under torchrun; 2 shards optimizer state and gradients.")
+        d2.checkbox("Offload optimizer to CPU", key=k("offload"))
+
+    backend = st.radio("Run on", ["local", "sagemaker"], horizontal=True, key=k("backend"), format_func={"local": "This machine", "sagemaker": "Amazon SageMaker"}.get)
+    cloud: dict[str, Any] | None = None
+    processes = 1
+    if backend == "local":
+        processes = st.number_input("Processes (torchrun)", min_value=1, max_value=64, value=1, key=k("processes"), help="More than one runs under torchrun, e.g. one per GPU.")
+    else:
+        s1, s2, s3, s4 = st.columns(4)
+        instance = s1.selectbox("Instance type", INSTANCE_TYPES, index=INSTANCE_TYPES.index("ml.g5.2xlarge"), key=k("instance_type"))
+        count = s2.number_input("Instances", min_value=1, max_value=64, value=1, key=k("instance_count"))
+        hours = s3.number_input("Max hours", min_value=0.1, max_value=672.0, value=4.0, key=k("max_hours"))
+        spot = s4.checkbox("Managed spot", value=True, key=k("spot"), help="Cheaper; an interruption resumes from the last checkpoint in S3.")
+        role = st.text_input("IAM role ARN", key=k("role"), placeholder="default: STUDIO_SAGEMAKER_ROLE", help="The role the training job runs as.")
+        expected = st.slider("Expected hours", 0.1, float(hours), min(1.0, float(hours)), key=k("expected_hours"))
+        cost = estimate(instance, int(count), expected, spot)
+        if cost.on_demand_usd is None:
+            st.caption(f"No price for {instance} in the shipped table (prices of {cost.price_date}).")
+        else:
+            spot_text = f"; with spot about ${cost.spot_usd:,.2f} (an estimate)" if cost.spot_usd is not None else ""
+            st.caption(f"Estimated cost: ${cost.on_demand_usd:,.2f} on demand{spot_text}. Prices of {cost.price_date}, us-east-1.")
+        cloud = {"instance_type": instance, "instance_count": int(count), "max_run_hours": float(hours), "spot": spot}
+        if role:
+            cloud["role"] = role
+
+    if st.button("🚀 Launch", type="primary", disabled=dataset is None, key=k("launch")):
+        values = {name: st.session_state[_form_key(name)] for name in DEFAULTS}
+        try:
+            config = build_config(config_from_form(dataset, values))
+        except StudioError as exc:
+            st.error(str(exc), icon="⚠️")
+            return
+        with user_errors():
+            job = control.launch(config, backend=backend, processes=int(processes), sagemaker=cloud)
+            st.session_state["train.watch"] = job.id
+            st.success(f"Job {job.id} is {job.status}.", icon="🚀")
+
+
+def queue_table() -> None:
+    jobs = list_jobs(limit=50)
+    if not jobs:
+        st.caption("No jobs yet: launch one above.")
+        return
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "job": j.id,
+                    "status": status_label(j.status),
+                    "backend": j.backend,
+                    "dataset": j.dataset or "-",
+                    "attempts": j.attempts,
+                    "created": j.created_at.strftime("%Y-%m-%d %H:%M"),
+                    "reason": j.failure_reason or "",
+                }
+                for j in jobs
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    waiting = queue()
+    for i, job in enumerate(waiting):
+        c0, c1, c2, c3 = st.columns([6, 1, 1, 1])
+        c0.write(f"⏳ {i + 1}. `{job.id}` · {job.dataset or '-'}")
+        with user_errors():
+            if c1.button("↑", key=f"train.up.{job.id}", disabled=i == 0, help="Start earlier"):
+                control.move(job.id, -1)
+                st.rerun()
+            if c2.button("↓", key=f"train.down.{job.id}", disabled=i == len(waiting) - 1, help="Start later"):
+                control.move(job.id, 1)
+                st.rerun()
+            if c3.button("✕", key=f"train.cancel.{job.id}", help="Cancel"):
+                control.cancel(job.id)
+                st.rerun()
+
+
+def eta_text(started: datetime | None, fraction: float) -> str:
+    if not started or fraction <= 0 or fraction >= 1:
+        return ""
+    started = started if started.tzinfo else started.replace(tzinfo=timezone.utc)
+    elapsed = (datetime.now(timezone.utc) - started).total_seconds()
+    left = elapsed * (1 - fraction) / fraction
+    return f" · about {int(left // 60)} min {int(left % 60)} s left"
+
+
+@st.fragment(run_every=LIVE_SECONDS)
+def live_view(job_id: str) -> None:
+    with user_errors():
+        if get_job(job_id).status in RUNNING:
+            control.refresh()
+        job = get_job(job_id)
+        progress = job_progress(job)
+        head, stop_col, resume_col = st.columns([6, 1, 1])
+        head.markdown(f"**{status_label(job.status)}** · job `{job.id}` · {job.backend} · attempt {job.attempts} · MLflow run `{job.mlflow_run_id}`")
+        if job.failure_reason:
+            st.warning(job.failure_reason, icon="⚠️")
+        if stop_col.button("⏹ Stop", key=f"train.stop.{job.id}", disabled=job.status not in ACTIVE):
+            control.stop(job.id)
+            st.rerun(scope="fragment")
+        if resume_col.button("▶ Resume", key=f"train.resume.{job.id}", disabled=job.status not in ("stopped", "failed")):
+            control.resume(job.id)
+            st.rerun(scope="fragment")
+        done = 1.0 if job.status == "succeeded" else progress.fraction
+        st.progress(done, text=f"{progress.stage} step {progress.step}/{progress.total}{eta_text(job.started_at, done)}")
+        charts, sample = st.columns([3, 2])
+        with charts:
+            loss_chart(progress.metrics, ("loss", "val_loss", "vae_loss", "vae_val_mse"))
+            c1, c2 = st.columns(2)
+            with c1:
+                loss_chart(progress.metrics, ("lr", "vae_lr"), height=160)
+            with c2:
+                loss_chart(progress.metrics, ("samples_per_s", "vae_samples_per_s"), height=160)
+        with sample:
+            if progress.latest_sample is not None:
+                st.image(str(progress.latest_sample), caption=f"Latest samples ({progress.latest_sample.stem})", width="stretch")
+            else:
+                st.caption("The first sample grid appears after the UNet's first sampling step.")
+        st.code(control.logs(job.id, 30) or "(no log yet)", language=None)
+        if job.status in FINAL and job.status != "stopped":
+            st.caption("This job has ended; its run is on the Runs page.")
+
+
+def render() -> None:
+    st.title("🏋️ Train")
+    with user_errors():
+        control.refresh()
+    with st.container(border=True):
+        st.subheader("New training job")
+        launch_form()
+    st.subheader("Jobs")
+    queue_table()
+    jobs = list_jobs(limit=50)
+    if jobs:
+        ids = [j.id for j in jobs]
+        current = st.session_state.get("train.watch")
+        index = ids.index(current) if current in ids else 0
+        watched = st.selectbox("Watch", ids, index=index, format_func=lambda i: f"{i} · {get_job(i).status}", key="train.watch_select")
+        st.session_state["train.watch"] = watched
+        live_view(watched)
