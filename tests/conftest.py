@@ -165,3 +165,33 @@ def runs_store(runs_home: dict, home: Path) -> dict:
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(runs_home["home"], home, ignore=shutil.ignore_patterns("cache", "outputs"))
     return {**runs_home, "home": str(home)}
+
+
+@pytest.fixture(scope="session")
+def export_home(tmp_path_factory: pytest.TempPathFactory, trained_model: Path) -> dict:
+    """A studio home with one finished run holding `trained_model`, exported to ONNX for real
+    (catalog row, MLflow artifacts, registry version). Returns {"home", "run_id", "export_id", "path"}."""
+    from core.settings import reset_settings
+
+    path = tmp_path_factory.mktemp("export-home") / "studio"
+    with pytest.MonkeyPatch.context() as mp:
+        use_home(path, mp)
+        from core.export.exporter import export_model
+        from core.tracking import create_run, get_tracking
+
+        run_id = create_run("tiny-trained", {"preset": "tiny"})
+        get_tracking().client.log_artifacts(run_id, str(trained_model), "model")
+        get_tracking().client.set_terminated(run_id, "FINISHED")
+        record = export_model(run_id)
+    reset_settings()
+    return {"home": str(path), "run_id": run_id, "export_id": record.id, "path": record.path}
+
+
+@pytest.fixture
+def exported(export_home: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """`export_home` as this test's STUDIO_HOME (read it; write only what the test cleans up)."""
+    from core.settings import reset_settings
+
+    use_home(Path(export_home["home"]), monkeypatch)
+    yield export_home
+    reset_settings()
