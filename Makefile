@@ -33,11 +33,13 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 
 install-test: install $(VENV)/.installed-test system-deps
 
-# Debian packages the tests need: chromium for the browser tests.
+# Debian packages the tests need: chromium for the browser tests, fonts so pages render (emoji).
+DEBIAN_PACKAGES := chromium fonts-dejavu-core fonts-noto-color-emoji
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; \
-		else echo "Install Debian's chromium first: sudo apt-get install chromium"; exit 1; fi; \
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "Install these Debian packages first: sudo apt-get install $$missing"; exit 1; fi; \
 	fi
 
 bench: install-test

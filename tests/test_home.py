@@ -1,0 +1,56 @@
+"""Home: the studio's state at a glance and the demo button, in AppTest and in a real browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.browser import REPO, SCREENSHOTS, launch, studio_server
+
+
+def home_app() -> AppTest:
+    return AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=120)
+
+
+def test_empty_studio_shows_the_way_in(home: Path) -> None:
+    at = home_app().run()
+    assert not at.exception
+    assert at.title[0].value.endswith("Diffusion Studio")
+    assert any("No runs yet" in i.value for i in at.info)
+    assert [b.label for b in at.button][:2] == ["▶️ Run the demo", "⚡ Quick demo"]
+
+
+def test_demo_button_starts_a_real_job(home: Path) -> None:
+    from jobs import local
+    from jobs.records import list_jobs
+
+    at = home_app().run()
+    at.button[1].click().run()
+    assert not at.exception
+    jobs = list_jobs()
+    assert len(jobs) == 1 and jobs[0].dataset.startswith("digits@")
+    assert jobs[0].mlflow_run_id  # the run exists before the job starts
+    assert any("Demo job" in m.value for m in at.markdown)
+    local.stop(jobs[0].id)
+
+
+@pytest.mark.browser
+def test_home_in_chromium(demo_home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from playwright.sync_api import expect, sync_playwright
+
+    home = tmp_path / "home"
+    shutil.copytree(demo_home, home)
+    with studio_server(home) as url, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(url, timeout=60_000)
+        expect(page.get_by_text("Diffusion Studio").first).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("button", name="▶️ Run the demo")).to_be_visible()
+        expect(page.get_by_text("digits").first).to_be_visible()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "home.png"))
+        browser.close()
