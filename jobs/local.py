@@ -126,7 +126,11 @@ def _refresh() -> None:
     with session_scope() as session:
         jobs = list(session.scalars(select(Job).where(Job.backend == "local", Job.status.in_(RUNNING))))
     for job in jobs:
-        if not supervisor_alive(job.pid) and transition(job.id, RUNNING, status="failed", failure_reason="The job's supervisor process ended unexpectedly."):
+        if supervisor_alive(job.pid):
+            continue
+        if transition(job.id, ("stopping",), status="stopped", failure_reason="Stopped before the training process started."):
+            set_run_status(job.mlflow_run_id, "KILLED")
+        elif transition(job.id, RUNNING, status="failed", failure_reason="The job's supervisor process ended unexpectedly."):
             set_run_status(job.mlflow_run_id, "FAILED")
 
 

@@ -13,10 +13,6 @@ import sys
 import threading
 from pathlib import Path
 
-import core  # noqa: F401
-from jobs.local import schedule, set_run_status
-from jobs.records import get_job, transition, update_job
-
 GRACE_SECONDS = 60
 
 
@@ -50,6 +46,11 @@ def main(job_id: str) -> int:
             threading.Timer(GRACE_SECONDS, lambda: child.poll() is None and child.kill()).start()
 
     signal.signal(signal.SIGTERM, on_term)
+    # Imported after the handler is in place: a stop may come while MLflow is still importing.
+    import core  # noqa: F401
+    from jobs.local import schedule, set_run_status
+    from jobs.records import get_job, transition, update_job
+
     job = get_job(job_id)
     folder = Path(job.log_path).parent
     status_file = folder / "output" / "status.json"
@@ -70,7 +71,7 @@ def main(job_id: str) -> int:
         update_job(job_id, status=state, exit_code=0, failure_reason=None)
         set_run_status(job.mlflow_run_id, "FINISHED" if state == "succeeded" else "KILLED")
     elif stop_requested.is_set():
-        update_job(job_id, status="stopped", exit_code=code, failure_reason="Stopped without a checkpoint (killed after the grace period).")
+        update_job(job_id, status="stopped", exit_code=code, failure_reason="Stopped before the training process saved a checkpoint.")
         set_run_status(job.mlflow_run_id, "KILLED")
     else:
         update_job(job_id, status="failed", exit_code=code, failure_reason=failure_reason(Path(job.log_path), code))
