@@ -220,7 +220,6 @@ def build_trainer(config: TrainConfig, launch: SageMakerLaunch, job_id: str, uri
     from sagemaker.core.training.configs import (
         CheckpointConfig,
         Compute,
-        InputData,
         MetricDefinition,
         Networking,
         OutputDataConfig,
