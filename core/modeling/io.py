@@ -34,8 +34,18 @@ def pipeline_for(components: Components):  # type: ignore[no-untyped-def]
     )
 
 
-def save_components(components: Components, folder: Path) -> Path:
-    """Write the model atomically: into a temporary sibling folder, then renamed into place."""
+def save_components(components: Components, folder: Path, merge_lora: bool = True) -> Path:
+    """Write the model atomically: into a temporary sibling folder, then renamed into place.
+
+    A UNet with LoRA adapters is saved plain (see core.modeling.lora): merged for a final model,
+    the unmerged base for a checkpoint (`merge_lora=False`).
+    """
+    from dataclasses import replace
+
+    from core.modeling.lora import has_lora, plain_unet
+
+    if has_lora(components.unet):
+        components = replace(components, unet=plain_unet(components.unet, merged=merge_lora))
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:

@@ -28,6 +28,7 @@ from torch import nn
 from core.errors import StudioError
 from core.inference.torch_backend import GenerateRequest, generate_with, image_grid
 from core.modeling.io import load_components, save_components
+from core.modeling.lora import add_lora, has_lora, load_lora_state, lora_state
 from core.modeling.presets import Components, build_components
 from core.training.checkpoint import checkpoint_name, latest_checkpoint, load_state, save_checkpoint, save_state
 from core.training.config import StageConfig, TrainConfig
@@ -176,12 +177,7 @@ class Trainer:
             components.unet.enable_gradient_checkpointing()
             components.vae.enable_gradient_checkpointing()
         if c.unet.lora_rank:
-            from peft import LoraConfig
-
-            components.unet.requires_grad_(False)
-            components.unet.add_adapter(
-                LoraConfig(r=c.unet.lora_rank, lora_alpha=c.unet.lora_rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-            )
+            add_lora(components.unet, c.unet.lora_rank)
         return components
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -323,6 +319,8 @@ class Trainer:
         start = self._restore(opt, state, resume)
         if state and self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
+        if state and state.get("lora"):
+            load_lora_state(c.unet, state["lora"])
         cache = self._encode_stats(self.train_split) if self.config.cache_latents else None
         embeddings = None if train_text else self._embed_captions(self.train_split.captions + self.val_split.captions + [""])
         scale = c.vae.config.scaling_factor
@@ -489,12 +487,13 @@ class Trainer:
                 "step": step,
                 "optimizer": opt.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
+                "lora": lora_state(self.components.unet) if has_lora(self.components.unet) else None,
                 "generator": self.generator.get_state(),
                 "torch_rng": torch.get_rng_state(),
             }
 
             def write(folder: Path) -> None:
-                save_components(self.components, folder / "model")
+                save_components(self.components, folder / "model", merge_lora=False)
                 save_state(folder / "state.pt", state)
 
             save_checkpoint(root, name, write, self.config.keep_checkpoints, staging=staging)
