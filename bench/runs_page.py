@@ -1,0 +1,118 @@
+"""Time to first paint of the Runs page with 200 runs × 1,000 metric steps, against an empty store.
+
+`python bench/runs_page.py [--runs 200] [--steps 1000] [--repeats 5]`
+
+Seeds an MLflow store (SQLite, as the studio embeds it) with `--runs` runs that look like the
+engine's (tags, the flattened TrainConfig as params, `loss`, `lr` and `val_loss` at every step,
+written with log_batch), starts two `streamlit run` servers (that store, and an empty one), and
+in Debian's chromium measures from navigation to the runs table (or the empty-state box) being
+visible, after one warm-up load each. Writes bench/results/runs_page.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def seed(home: Path, n_runs: int, steps: int) -> float:
+    """Fill the store in `home`; returns the seconds it took."""
+    from mlflow.entities import Metric, Param
+
+    from core.settings import reset_settings
+    from core.tracking import create_run, flatten, get_tracking
+    from core.training.config import build_config
+
+    os.environ["STUDIO_HOME"] = str(home)
+    reset_settings()
+    started = time.perf_counter()
+    client = get_tracking().client
+    for i in range(n_runs):
+        config = build_config({"dataset": f"digits@{i % 7:012x}", "seed": i, "unet": {"lr": 1e-4 * (1 + i % 10)}})
+        run_id = create_run(f"bench-{i:03d}", {"dataset": config.dataset, "preset": "tiny", "stage": "all", "backend": "local", "job_id": f"job{i:03d}"})
+        params = [Param(k, v) for k, v in flatten(config.model_dump(mode="json")).items()]
+        client.log_batch(run_id, params=params[:100])
+        t0 = 1_700_000_000_000 + i * 3_600_000
+        metrics = [
+            Metric(key, value, t0 + s * 1000, s)
+            for s in range(1, steps + 1)
+            for key, value in (("loss", 1.0 / (1 + s * (1 + i % 5) / 100)), ("lr", 1e-3), ("val_loss", 1.1 / (1 + s / 90)))
+        ]
+        for j in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[j : j + 1000])
+        client.set_terminated(run_id, "FINISHED" if i % 10 else "FAILED")
+    return time.perf_counter() - started
+
+
+def first_paint(playwright, url: str, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
+    """Seconds from navigation to the Runs table or empty-state box, in a fresh browser context each time."""
+    from tests.browser import launch
+
+    browser = launch(playwright)
+    content = '[data-testid="stDataFrame"], [data-testid="stAlertContentInfo"]'
+    times = []
+    for attempt in range(repeats + 1):  # the first load warms the server's imports and caches
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        started = time.perf_counter()
+        page.goto(f"{url}/runs", timeout=180_000)
+        page.locator(content).first.wait_for(state="visible", timeout=180_000)
+        if attempt:
+            times.append(time.perf_counter() - started)
+        context.close()
+    browser.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import studio_server
+
+    with tempfile.TemporaryDirectory() as tmp:
+        full, empty = Path(tmp) / "full", Path(tmp) / "empty"
+        seed_s = seed(full, args.runs, args.steps)
+        empty.mkdir()
+        with studio_server(full) as full_url, studio_server(empty) as empty_url, sync_playwright() as p:
+            # Interleave, so a burst of load on the machine hits both sides alike.
+            full_times, empty_times = [], []
+            for _ in range(args.repeats):
+                full_times += first_paint(p, full_url, 1)
+                empty_times += first_paint(p, empty_url, 1)
+
+    full_s, empty_s = statistics.median(full_times), statistics.median(empty_times)
+    result = {
+        "benchmark": "runs_page",
+        "store": {"runs": args.runs, "metric_steps": args.steps, "metrics_per_step": 3, "metric_rows": args.runs * args.steps * 3, "seed_s": round(seed_s, 1)},
+        "first_paint_s": {"runs_page_full_store": round(full_s, 3), "runs_page_empty_store": round(empty_s, 3)},
+        "samples_s": {"full": [round(t, 3) for t in full_times], "empty": [round(t, 3) for t in empty_times]},
+        "ratio": round(full_s / empty_s, 3),
+        "target_ratio": 1.5,
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out = REPO / "bench" / "results" / "runs_page.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""Runs: browse MLflow runs, open one, and compare 2–4 side by side (curves, parameters, samples).
+
+The view lives in the URL (`?run=ID`, `?compare=ID,ID`), so a comparison can be shared.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from datetime import date
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from app.widgets import status_label, user_errors
+from core import runs
+from core.errors import StudioError
+
+MAX_COMPARE = 4
+SORTS = ("start_time", "run_name", *runs.CURVES)
+
+
+def show(**params: str) -> None:
+    """Switch the view by rewriting the query parameters (which also makes it shareable)."""
+    st.query_params.clear()
+    st.query_params.update(params)
+    st.rerun()
+
+
+def metric_chart(frame: pd.DataFrame, key: str, x: str, names: dict[str, str]) -> None:
+    data = frame[frame.key == key].assign(run=lambda f: f.run.map(names))
+    if data.empty:
+        return
+    x_title = {"step": "step", "wall_s": "seconds since start"}[x]
+    chart = (
+        alt.Chart(data, title=key, height=230)
+        .mark_line(point=len(data) < 60)
+        .encode(
+            x=alt.X(f"{x}:Q", title=x_title),
+            y=alt.Y("value:Q", title=key, scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", title="run", scale=alt.Scale(scheme="category10")),
+            tooltip=["run", "step", alt.Tooltip("value:Q", format=".4g"), alt.Tooltip("wall_s:Q", format=".1f")],
+        )
+    )
+    st.altair_chart(chart, width="stretch")
+
+
+def curves(run_ids: list[str], names: dict[str, str], key_prefix: str, with_alignment: bool) -> None:
+    keys = runs.metric_keys(run_ids)
+    if not keys:
+        st.info("No metrics logged yet; curves appear as soon as the training logs its first steps.", icon="💡")
+        return
+    c1, c2, c3 = st.columns([3, 1, 1])
+    default = [k for k in ("loss", "val_loss", "lr", "samples_per_s") if k in keys] or keys[:2]
+    chosen = c1.multiselect("Metrics", keys, default=default, key=f"{key_prefix}-metrics")
+    weight = c2.slider("Smoothing", 0.0, 0.99, 0.6 if len(run_ids) > 1 else 0.0, 0.01, key=f"{key_prefix}-smooth",
+                       help="Exponential moving average, as in TensorBoard; 0 shows the raw values.")
+    x = "step"
+    if with_alignment:
+        x = c3.radio("Align by", ["step", "wall_s"], format_func={"step": "step", "wall_s": "wall time"}.get, key=f"{key_prefix}-align")
+    frame = runs.smooth_frame(runs.metric_frame(run_ids, chosen), weight)
+    columns = st.columns(2)
+    for i, key in enumerate(chosen):
+        with columns[i % 2]:
+            metric_chart(frame, key, x, names)
+
+
+# ---- list -------------------------------------------------------------------------------------------
+
+
+def run_table(rows: list[runs.RunRow]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "run": r.name,
+                "status": status_label(r.status),
+                "dataset": r.dataset,
+                "preset": r.preset,
+                "stage": r.stage,
+                "steps": r.steps,
+                "loss": r.last_loss,
+                "val loss": r.val_loss,
+                "duration (min)": round(r.duration_s / 60, 1) if r.duration_s is not None else None,
+                "started": r.started,
+                "backend": r.backend,
+                "id": r.run_id[:8],
+            }
+            for r in rows
+        ]
+    )
+
+
+def filters() -> runs.RunQuery:
+    c1, c2, c3, c4 = st.columns(4)
+    status = c1.multiselect("Status", runs.STATUSES, key="runs-status")
+    dataset = c2.text_input("Dataset", key="runs-dataset", placeholder="digits or digits@version")
+    preset = c3.selectbox("Preset", ["any", "tiny", "small", "base", "finetune"], key="runs-preset")
+    tag = c4.text_input("Tag", key="runs-tag", placeholder="key=value or key")
+    c5, c6, c7, c8 = st.columns(4)
+    search = c5.text_input("Search names", key="runs-search")
+    days = c6.date_input("Started between", value=(), key="runs-dates", max_value=date.today())
+    sort = c7.selectbox("Sort by", SORTS, key="runs-sort", format_func=lambda s: {"start_time": "start time", "run_name": "name"}.get(s, f"metric {s}"))
+    order = c8.radio("Order", ["descending", "ascending"], horizontal=True, key="runs-order")
+    since, until = (list(days) + [None, None])[:2] if isinstance(days, (tuple, list)) else (days, days)
+    return runs.RunQuery(
+        status=status,
+        dataset=dataset or None,
+        preset=None if preset == "any" else preset,
+        tag=tag or None,
+        since=since,
+        until=until,
+        search=search or None,
+        sort=sort,
+        descending=order == "descending",
+    )
+
+
+def render_list() -> None:
+    query = filters()
+    # Paging: MLflow hands out a token per page; keep the tokens that led here, per query.
+    signature = query.model_dump_json()
+    if st.session_state.get("runs-signature") != signature:
+        st.session_state["runs-signature"] = signature
+        st.session_state["runs-tokens"] = [None]
+    tokens: list[str | None] = st.session_state["runs-tokens"]
+    page = runs.list_runs(query, tokens[-1])
+    if not page.rows:
+        if len(tokens) == 1 and signature == runs.RunQuery().model_dump_json():
+            st.info("No runs yet. Train a model on the Train page, or run the demo from Home; its run appears here at once.", icon="💡")
+        else:
+            st.info("No runs match these filters.", icon="🔎")
+        return
+    st.dataframe(run_table(page.rows), hide_index=True, width="stretch")
+    p1, p2, p3 = st.columns([1, 1, 4])
+    if p1.button("◀ Previous", disabled=len(tokens) == 1):
+        tokens.pop()
+        st.rerun()
+    if p2.button("Next ▶", disabled=page.next_token is None):
+        tokens.append(page.next_token)
+        st.rerun()
+    p3.caption(f"Page {len(tokens)} · {len(page.rows)} runs shown")
+
+    names = {r.run_id: f"{r.name} ({r.run_id[:8]})" for r in page.rows}
+    chosen = st.multiselect("Select one run to open, or 2–4 to compare", list(names), format_func=names.get, key="runs-chosen",
+                            max_selections=MAX_COMPARE)
+    b1, b2, _ = st.columns([1, 1, 4])
+    if b1.button("🔍 Open", disabled=len(chosen) != 1, type="primary" if len(chosen) == 1 else "secondary"):
+        show(run=chosen[0])
+    if b2.button("⚖️ Compare", disabled=not 2 <= len(chosen) <= MAX_COMPARE, type="primary" if len(chosen) > 1 else "secondary"):
+        show(compare=",".join(chosen))
+
+
+# ---- detail -----------------------------------------------------------------------------------------
+
+
+def samples_through_training(run_id: str) -> None:
+    index = runs.image_index(run_id)
+    if not index:
+        st.info("No sample grids yet; the training renders one every `sample_every` UNet steps.", icon="💡")
+        return
+    keys = list(index)
+    prompts = runs.validation_prompts(run_id)
+    label = lambda k: "all prompts" if k == "samples" else (prompts[int(k[7:])] if k.startswith("prompt_") and int(k[7:]) < len(prompts) else k)  # noqa: E731
+    key = st.selectbox("Samples", keys, index=keys.index("samples") if "samples" in keys else 0, format_func=label, key="detail-key")
+    steps = list(index[key])
+    step = st.select_slider("Step", steps, value=steps[-1], key="detail-step") if len(steps) > 1 else steps[0]
+    st.image(str(runs.artifact_file(run_id, index[key][step])), caption=f"{label(key)} · step {step}", width=min(900, 96 * 10))
+
+
+def notes_and_tags(detail: runs.RunDetail) -> None:
+    run_id = detail.row.run_id
+    note = st.text_area("Notes", detail.note, key=f"note-{run_id}", placeholder="What did you learn from this run?")
+    if st.button("💾 Save notes", disabled=note == detail.note):
+        runs.set_note(run_id, note)
+        st.toast("Notes saved.")
+        st.rerun()
+    st.dataframe(pd.DataFrame({"tag": list(detail.tags), "value": list(detail.tags.values())}), hide_index=True, width="stretch")
+    with st.form(f"tag-{run_id}", clear_on_submit=True):
+        c1, c2 = st.columns(2)
+        key = c1.text_input("Tag name")
+        value = c2.text_input("Value")
+        if st.form_submit_button("🏷️ Set tag") and key:
+            runs.set_tag(run_id, key, value)
+            st.rerun()
+    removable = [k for k in detail.tags if k not in ("dataset", "preset", "stage", "job_id", "backend")]
+    if removable:
+        c1, c2 = st.columns([3, 1])
+        gone = c1.selectbox("Remove a tag", removable, key=f"untag-{run_id}")
+        if c2.button("Remove"):
+            runs.delete_tag(run_id, gone)
+            st.rerun()
+
+
+def actions(detail: runs.RunDetail) -> None:
+    run_id = detail.row.run_id
+    has_model = "model/" in detail.artifacts
+    st.markdown("**Promote to the Model Registry**")
+    c1, c2, c3 = st.columns([2, 1, 1])
+    default_name = (detail.row.dataset.split("@")[0] or detail.row.preset or "model") + "-model"
+    name = c1.text_input("Registered model", default_name, key="promote-name")
+    alias = c2.text_input("Alias", "champion", key="promote-alias")
+    if c3.button("🏆 Promote", disabled=not has_model, help=None if has_model else "The run has no final model yet."):
+        version = runs.promote(run_id, name, alias)
+        st.success(f"Registered {name} version {version} with alias '{alias}'.")
+
+    st.markdown("**Reuse**")
+    c1, c2 = st.columns(2)
+    if c1.button("🧬 Clone into the Train form"):
+        st.session_state["train_clone"] = runs.run_config(run_id)
+        if importlib.util.find_spec("pages.train"):
+            st.switch_page(st.Page(lambda: None, title="Train", url_path="train"))
+        st.success("The run's settings are ready for the Train page.")
+    if has_model:
+        if c2.button("📦 Prepare the model as a zip"):
+            with st.spinner("Zipping the model…"):
+                st.session_state[f"zip-{run_id}"] = str(runs.model_zip(run_id))
+        if st.session_state.get(f"zip-{run_id}"):
+            with open(st.session_state[f"zip-{run_id}"], "rb") as f:
+                c2.download_button("⬇️ Download model.zip", f.read(), file_name=f"{detail.row.name}-model.zip", mime="application/zip")
+
+    st.markdown("**Delete**")
+    sure = st.checkbox(f"Yes, delete the run {detail.row.name}", key=f"sure-{run_id}")
+    if st.button("🗑️ Delete run", disabled=not sure):
+        runs.delete_run(run_id)
+        show()
+
+
+def job_log(detail: runs.RunDetail) -> None:
+    job_id = detail.tags.get("job_id")
+    if not job_id:
+        st.caption("This run was not started by a studio job, so there is no job log.")
+        return
+    from jobs import local
+
+    try:
+        st.code(local.log_tail(job_id, 200) or "(the log is empty)", language="log")
+    except StudioError:
+        st.caption(f"The log of job {job_id} is not on this machine.")
+
+
+def render_detail(run_id: str) -> None:
+    detail = runs.run_detail(run_id)
+    row = detail.row
+    if st.button("◀ All runs"):
+        show()
+    st.subheader(f"{row.name}  ·  {status_label(row.status)}")
+    st.caption(f"Run `{row.run_id}` · dataset `{row.dataset or '-'}` → run → registered versions: "
+               + (", ".join(f"{v.name} v{v.version}" for v in runs.registered_versions(run_id)) or "none"))
+    m = st.columns(5)
+    m[0].metric("Preset", row.preset or "-")
+    m[1].metric("Planned steps", row.steps or "-")
+    m[2].metric("Loss", f"{row.last_loss:.4f}" if row.last_loss is not None else "-")
+    m[3].metric("Val loss", f"{row.val_loss:.4f}" if row.val_loss is not None else "-")
+    m[4].metric("Duration", f"{row.duration_s / 60:.1f} min" if row.duration_s is not None else "-")
+    tabs = st.tabs(["📈 Charts", "🖼️ Samples", "⚙️ Parameters", "📁 Artifacts", "📜 Log", "📝 Notes & tags", "🚀 Actions"])
+    names = {run_id: row.name}
+    with tabs[0]:
+        curves([run_id], names, "detail", with_alignment=False)
+    with tabs[1]:
+        samples_through_training(run_id)
+    with tabs[2]:
+        st.dataframe(pd.DataFrame({"parameter": list(detail.params), "value": list(detail.params.values())}), hide_index=True, width="stretch")
+    with tabs[3]:
+        st.write(", ".join(f"`{a}`" for a in detail.artifacts) or "No artifacts yet.")
+        if detail.model_files:
+            st.dataframe(pd.DataFrame(detail.model_files, columns=["model file", "bytes"]), hide_index=True, width="stretch")
+    with tabs[4]:
+        job_log(detail)
+    with tabs[5]:
+        notes_and_tags(detail)
+    with tabs[6]:
+        actions(detail)
+
+
+# ---- compare ----------------------------------------------------------------------------------------
+
+
+def sample_comparison(run_ids: list[str], names: dict[str, str]) -> None:
+    indexes = {rid: runs.image_index(rid) for rid in run_ids}
+    steps = sorted({s for index in indexes.values() for s in runs.image_steps(index)})
+    if not steps:
+        st.info("None of these runs has logged sample images yet.", icon="💡")
+        return
+    step = st.select_slider("Step (each run shows its nearest logged step)", steps, value=steps[-1], key="compare-step") if len(steps) > 1 else steps[0]
+    grid = runs.sample_grid(run_ids, step, indexes)
+    header = st.columns([2] + [3] * len(run_ids))
+    header[0].markdown("**prompt**")
+    for col, rid in zip(header[1:], run_ids, strict=True):
+        col.markdown(f"**{names[rid]}**")
+    for prompt, cells in grid.items():
+        columns = st.columns([2] + [3] * len(run_ids))
+        columns[0].write(prompt)
+        for col, cell in zip(columns[1:], cells, strict=True):
+            if cell.path is None:
+                col.caption("not logged")
+            else:
+                col.image(str(cell.path), caption=f"step {cell.step}", width="stretch")
+
+
+def same_seed(run_ids: list[str], names: dict[str, str]) -> None:
+    from core.inference.torch_backend import GenerateRequest
+
+    with st.form("same-seed"):
+        c1, c2, c3 = st.columns([3, 1, 1])
+        prompt = c1.text_input("Prompt", "a handwritten digit seven")
+        seed = c2.number_input("Seed", 0, 2**31 - 1, 0)
+        steps = c3.number_input("Steps", 1, 200, 25)
+        go = st.form_submit_button("🎲 Generate with the same seed")
+    if go:
+        request = GenerateRequest(prompt=prompt, seed=int(seed), steps=int(steps))
+        with st.spinner("Generating with each run's final model…"):
+            images = runs.generate_side_by_side(run_ids, request)
+        for col, rid in zip(st.columns(len(run_ids)), run_ids, strict=True):
+            col.image(images[rid][0], caption=names[rid], width="stretch")
+
+
+def render_compare(run_ids: list[str]) -> None:
+    if not 2 <= len(run_ids) <= MAX_COMPARE:
+        raise StudioError(f"Compare 2 to {MAX_COMPARE} runs; this link names {len(run_ids)}.")
+    rows = {rid: runs.run_detail(rid).row for rid in run_ids}
+    names = {rid: f"{r.name} ({rid[:6]})" for rid, r in rows.items()}
+    if st.button("◀ All runs"):
+        show()
+    st.subheader("Comparing " + " · ".join(names.values()))
+    st.caption("Share this comparison: copy the page address (it ends in `?compare=" + ",".join(run_ids) + "`).")
+
+    st.markdown("#### Curves")
+    curves(run_ids, names, "compare", with_alignment=True)
+
+    st.markdown("#### Parameters that differ")
+    diff = runs.param_diff(run_ids)
+    if diff.differing:
+        table = pd.DataFrame(diff.differing, index=[names[r] for r in run_ids]).T
+        # Highlight the values that differ from the first run's.
+        st.dataframe(table.style.apply(lambda row: ["" if v == row.iloc[0] else "background-color: #fff3b0" for v in row], axis=1), width="stretch")
+    else:
+        st.caption("All parameters are the same.")
+    with st.expander(f"{len(diff.identical)} identical parameters"):
+        st.dataframe(pd.DataFrame({"parameter": list(diff.identical), "value": list(diff.identical.values())}), hide_index=True, width="stretch")
+
+    st.markdown("#### Final metrics")
+    final = runs.final_metrics(run_ids)
+    final.columns = list(names.values())
+    st.dataframe(final, width="stretch")
+
+    st.markdown("#### Samples by prompt")
+    sample_comparison(run_ids, names)
+
+    st.markdown("#### Generate with the same seed")
+    same_seed(run_ids, names)
+
+
+def render() -> None:
+    st.title("📈 Runs")
+    with user_errors():
+        if "compare" in st.query_params:
+            ids = [runs.resolve_run(r) for r in st.query_params["compare"].split(",") if r.strip()]
+            render_compare(ids)
+        elif "run" in st.query_params:
+            render_detail(runs.resolve_run(st.query_params["run"]))
+        else:
+            st.caption("Every training is an MLflow run. Filter, open one, or pick 2–4 to compare their curves, settings and samples.")
+            render_list()

@@ -1,0 +1,41 @@
+"""The Runs page in Debian's chromium: a shared comparison link of two real runs renders its curves
+and the prompt × run sample grid; docs/screenshots/runs.png comes from this test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.browser import SCREENSHOTS, launch, studio_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_shared_comparison_link_shows_curves_and_sample_grid(runs_store: dict) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    a, b = runs_store["runs"]["tiny-a"], runs_store["runs"]["tiny-b"]
+    with studio_server(Path(runs_store["home"])) as url, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/runs?compare={a},{b}", timeout=120_000)
+        expect(page.get_by_text("Samples by prompt")).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("Parameters that differ")).to_be_visible()
+        expect(page.locator('[data-testid="stVegaLiteChart"]').first).to_be_visible(timeout=60_000)
+
+        images = page.locator('[data-testid="stImage"] img')
+        expect(images).to_have_count(6, timeout=60_000)  # 3 prompts × 2 runs
+        images.last.scroll_into_view_if_needed()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')].every(i => i.complete && i.naturalWidth > 0)",
+            timeout=60_000,
+        )
+        assert "step 6" in page.locator('[data-testid="stImage"]').first.inner_text() or page.get_by_text("step 6").count() >= 2
+
+        page.get_by_text("Curves").first.scroll_into_view_if_needed()
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(1000)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "runs.png"))
+        browser.close()
