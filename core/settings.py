@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     import_max_bytes: int = Field(8 << 30, ge=1, description="Most uncompressed bytes one dataset import may hold.")
     import_max_ratio: float = Field(200.0, gt=1, description="Highest compression ratio a zip entry may have.")
     min_image_side: int = Field(16, ge=1, description="Images with a shorter side are quarantined as too small.")
+    sagemaker_role: str | None = Field(None, description="IAM role ARN SageMaker training jobs run as.")
+    sagemaker_instance_type: str = Field("ml.g5.2xlarge", description="Default SageMaker instance type.")
+    sagemaker_image_uri: str | None = Field(None, description="Training image; default the SageMaker PyTorch image.")
+    sagemaker_framework_version: str = Field("2.8.0", description="PyTorch version of the default SageMaker image.")
+    sagemaker_py_version: str = Field("py312", description="Python version of the default SageMaker image.")
 
     @property
     def catalog_url(self) -> str:

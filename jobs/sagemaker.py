@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.db import Job, new_id, session_scope
 from core.errors import StudioError
@@ -62,35 +61,23 @@ STARTING = {"Starting", "Pending", "Downloading", "DownloadingTrainingImage", "L
 FINAL_STATES = {"Completed": "succeeded", "Failed": "failed", "Stopped": "stopped"}
 
 
-class SageMakerSettings(BaseSettings):
-    """`STUDIO_SAGEMAKER_*`: the account-specific defaults of a launch."""
-
-    model_config = SettingsConfigDict(env_prefix="STUDIO_SAGEMAKER_", env_file=".env", extra="ignore")
-
-    role: str | None = Field(None, description="IAM role ARN the training job runs as.")
-    instance_type: str = Field("ml.g5.2xlarge", description="Default instance type.")
-    image_uri: str | None = Field(None, description="Training image; default the SageMaker PyTorch image.")
-    framework_version: str = Field("2.8.0", description="PyTorch version of the default image.")
-    py_version: str = Field("py312", description="Python version of the default image.")
-
-
 class SageMakerLaunch(BaseModel):
     """The cloud options of one launch (the form's SageMaker section)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    instance_type: str = Field(default_factory=lambda: SageMakerSettings().instance_type)
+    instance_type: str = Field(default_factory=lambda: get_settings().sagemaker_instance_type)
     instance_count: int = Field(1, ge=1, le=64)
     processes_per_node: int | None = Field(None, ge=1, le=64, description="Default: one per GPU.")
     spot: bool = True
     max_run_hours: float = Field(24.0, gt=0, le=672)
     max_wait_hours: float | None = Field(None, gt=0, le=672, description="Spot only; default 2 × max_run_hours.")
     volume_gb: int = Field(100, ge=1, le=16384)
-    role: str | None = Field(default_factory=lambda: SageMakerSettings().role)
+    role: str | None = Field(default_factory=lambda: get_settings().sagemaker_role)
     subnets: list[str] = Field(default_factory=list)
     security_group_ids: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
-    image_uri: str | None = Field(default_factory=lambda: SageMakerSettings().image_uri)
+    image_uri: str | None = Field(default_factory=lambda: get_settings().sagemaker_image_uri)
 
     @model_validator(mode="after")
     def _check(self) -> SageMakerLaunch:
@@ -202,12 +189,12 @@ def image_uri(launch: SageMakerLaunch, region: str) -> str:
         return launch.image_uri
     from sagemaker.core import image_uris
 
-    sm = SageMakerSettings()
+    settings = get_settings()
     return image_uris.retrieve(
         framework="pytorch",
         region=region,
-        version=sm.framework_version,
-        py_version=sm.py_version,
+        version=settings.sagemaker_framework_version,
+        py_version=settings.sagemaker_py_version,
         instance_type=launch.instance_type,
         image_scope="training",
     )
