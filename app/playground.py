@@ -51,10 +51,10 @@ def run(model_id: str, backend: Backend, request: GenerateRequest) -> tuple[list
     return result.images, result.seconds, result.backend_label
 
 
-def refresh_models() -> tuple[Any, Any]:
+def refresh_models() -> tuple[Any, Any, Any]:
     choices = model_choices()
     first = choices[0][1] if choices else None
-    return gr.update(choices=choices, value=first), gr.update(choices=choices, value=[c[1] for c in choices[:2]])
+    return gr.update(choices=choices, value=first), gr.update(choices=choices, value=[c[1] for c in choices[:2]]), size_for_model(first)
 
 
 def size_for_model(model_id: str | None) -> Any:
@@ -171,8 +171,8 @@ def build_playground() -> gr.Blocks:
             compare_timing = gr.Markdown()
 
         form = [model, backend, prompt, negative, steps, guidance, seed, randomize, scheduler, batch, size]
-        blocks.load(refresh_models, outputs=[model, compare_models])
-        refresh.click(refresh_models, outputs=[model, compare_models])
+        blocks.load(refresh_models, outputs=[model, compare_models, size])
+        refresh.click(refresh_models, outputs=[model, compare_models, size])
         model.change(size_for_model, inputs=model, outputs=size)
         run_button.click(on_generate, inputs=[*form, history], outputs=[gallery, timing, seed, history, table])
         table.select(on_history_select, inputs=history, outputs=form)

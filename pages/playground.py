@@ -7,7 +7,7 @@ import streamlit as st
 from app.widgets import user_errors
 from core.settings import get_settings
 
-IFRAME_HEIGHT = 1100
+IFRAME_HEIGHT = 980
 
 
 def render() -> None:

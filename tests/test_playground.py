@@ -1,0 +1,62 @@
+"""The Gradio playground: gradio_client against the launched server, and the embedded page in chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def playground(exported: dict) -> str:
+    """The API + playground server, started once in this process as the Playground page does."""
+    from app.api import PLAYGROUND_PATH, serve_in_background
+    from tests.browser import free_port
+
+    return serve_in_background(free_port()) + PLAYGROUND_PATH + "/"
+
+
+def test_generate_history_and_compare_through_gradio_client(playground: str, exported: dict) -> None:
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    client = Client(playground, verbose=False)
+    gallery, timing, seed, history = client.predict(
+        exported["export_id"], "ONNX Runtime", "a handwritten digit six", "", 4, 3.0, 21, False, "euler", 2, 40,
+        api_name="/on_generate",
+    )
+    assert len(gallery) == 2 and Path(gallery[0]["image"]).suffix == ".png"
+    assert "ONNX Runtime (CPU)" in timing and seed == 21
+    assert history["data"][0][:3] == [exported["export_id"], "ONNX Runtime", "a handwritten digit six"]
+
+    compared, lines = client.predict(
+        [exported["run_id"], exported["export_id"]], "PyTorch", "a handwritten digit one", 3, 3, 3.0, "ddim", api_name="/on_compare"
+    )
+    assert len(compared) == 2 and lines.count("PyTorch (CPU)") == 2
+    with pytest.raises(AppError, match="two to four models"):
+        client.predict([exported["run_id"]], "PyTorch", "x", 0, 1, 1.0, "ddim", api_name="/on_compare")
+
+
+@pytest.mark.browser
+def test_playground_page_embeds_gradio_and_generates(exported: dict) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.browser import SCREENSHOTS, free_port, launch, studio_server
+
+    with studio_server(Path(exported["home"]), {"STUDIO_PLAYGROUND_PORT": str(free_port())}) as url, sync_playwright() as pw:
+        browser = launch(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/playground", timeout=90_000)
+        frame = page.frame_locator("iframe").first
+        expect(frame.locator("#generate")).to_be_visible(timeout=90_000)
+        frame.locator("#backend").get_by_text("ONNX Runtime").click()
+        frame.locator("#generate").click()
+        expect(frame.locator("#gallery img").first).to_be_visible(timeout=90_000)
+        expect(frame.locator("#timing")).to_contain_text("ONNX Runtime (CPU)")
+        expect(frame.locator("#history")).to_contain_text("a handwritten digit seven")
+        page.get_by_role("heading", name="Playground").scroll_into_view_if_needed()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "playground.png"))
+        browser.close()
