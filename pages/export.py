@@ -42,8 +42,8 @@ def parity_section(parity: dict) -> None:
     c1, c2, c3 = st.columns(3)
     c1.metric("End-to-end PSNR (worst image)", f"{min(parity['psnr_db']):.1f} dB", help="100 dB means identical images.")
     c2.metric("Tolerance", f"rel ≤ {parity['tolerance']['max_rel']:.0e}, ≥ {parity['tolerance']['min_psnr']:.0f} dB")
-    c3.metric("Check generation", f"{req['scheduler']}, {req['steps']} steps, seed {req['seed']}")
-    st.caption(f"Prompt “{req['prompt']}”, negative “{req['negative_prompt']}”, batch {req['batch']}, guidance {req['guidance']}.")
+    c3.metric("Check generation", f"{req['scheduler']} · {req['steps']} steps")
+    st.caption(f"Prompt “{req['prompt']}”, negative “{req['negative_prompt']}”, seed {req['seed']}, batch {req['batch']}, guidance {req['guidance']}.")
 
 
 def export_details(export_id: str) -> None:
