@@ -33,8 +33,9 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 
 install-test: install $(VENV)/.installed-test system-deps
 
-# Debian packages the tests need: chromium for the browser tests, fonts so pages render (emoji).
-DEBIAN_PACKAGES := chromium fonts-dejavu-core fonts-noto-color-emoji
+# Debian packages the tests need: chromium for the browser tests, fonts so pages render (emoji),
+# and the built-in real datasets (Fashion-MNIST; emoji names from unicode-data).
+DEBIAN_PACKAGES := chromium fonts-dejavu-core fonts-noto-color-emoji dataset-fashion-mnist unicode-data
 system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

