@@ -30,6 +30,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from core.datasets.ingest import import_dataset
 
+    if args.builtin:
+        return import_builtin(args)
+    if not args.source or not args.name:
+        raise StudioError("Give a zip file or folder and --name, or --builtin fashion-mnist|emoji.")
     source = Path(args.source)
     if not source.exists():
         raise StudioError(f"{source} does not exist.")
@@ -44,6 +48,16 @@ def cmd_import(args: argparse.Namespace) -> int:
         *(f"  {p.file}: {p.reason}" for p in report.problems),
     ]
     emit(args, report.model_dump(), "\n".join(lines))
+    return 0
+
+
+def import_builtin(args: argparse.Namespace) -> int:
+    from core.datasets.builtin import import_builtin as run_import
+
+    ref = run_import(args.builtin, progress=None if args.json else stderr_progress)
+    if not args.json:
+        print(file=sys.stderr)
+    emit(args, {"builtin": args.builtin, "ref": ref}, f"Imported the built-in {args.builtin} dataset as {ref}")
     return 0
 
 
@@ -128,8 +142,9 @@ def register(sub: Any) -> None:
     actions = dataset.add_subparsers(dest="action", required=True)
     add_command(actions, "list", "list datasets and their versions", cmd_list)
     p = add_command(actions, "import", "import a zip or a folder of images and captions as a new dataset", cmd_import)
-    p.add_argument("source", help="a .zip file or a folder")
-    p.add_argument("--name", required=True, help="the new dataset's name")
+    p.add_argument("source", nargs="?", help="a .zip file or a folder")
+    p.add_argument("--name", help="the new dataset's name")
+    p.add_argument("--builtin", choices=("fashion-mnist", "emoji"), help="import a built-in real dataset from its Debian package instead")
     p.add_argument("--note", default="", help="a note for the first version")
     p = add_command(actions, "show", "a dataset's versions and its draft", cmd_show)
     p.add_argument("name")

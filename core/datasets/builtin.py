@@ -97,10 +97,10 @@ def fashion_caption(label: int, index: int, split: str) -> str:
 
 def fashion_items(per_class: int | None = None, progress: Progress | None = None) -> list[NewItem]:
     """All 70,000 images, or the first `per_class` of each class in each split (for tests)."""
+    arrays = {f: _read_idx(FASHION_DIR / f, sha) for f, sha in FASHION_FILES.items()}  # every file checked first
     items = []
     for split, prefix in (("train", "train"), ("val", "t10k")):
-        images = _read_idx(FASHION_DIR / f"{prefix}-images-idx3-ubyte.gz", FASHION_FILES[f"{prefix}-images-idx3-ubyte.gz"])
-        labels = _read_idx(FASHION_DIR / f"{prefix}-labels-idx1-ubyte.gz", FASHION_FILES[f"{prefix}-labels-idx1-ubyte.gz"])
+        images, labels = arrays[f"{prefix}-images-idx3-ubyte.gz"], arrays[f"{prefix}-labels-idx1-ubyte.gz"]
         taken = np.zeros(10, int)
         for i, (image, label) in enumerate(zip(images, labels, strict=True)):
             if per_class is not None and taken[label] >= per_class:
