@@ -66,9 +66,7 @@ def test_export_beyond_tolerance_fails_and_registers_nothing(export_home: dict, 
     from core.export.exporter import ParityError, export_model, list_exports
     from core.tracking import get_tracking
 
-    from core.tracking import model_folder
-
-    folder = model_folder(str(Path(export_home["home"]) / "cache" / "models" / export_home["run_id"]))
+    folder = Path(export_home["home"]) / "cache" / "models" / export_home["run_id"]  # the run's model, downloaded by the export
     monkeypatch.setitem(parity.TOLERANCE, False, {"max_rel": 0.0, "min_psnr": 101.0})
     out = home / "bad-export"
     with pytest.raises(ParityError, match="beyond tolerance") as failure:
