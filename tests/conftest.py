@@ -195,3 +195,10 @@ def exported(export_home: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
     use_home(Path(export_home["home"]), monkeypatch)
     yield export_home
     reset_settings()
+
+
+# tests/airflow runs in Airflow's own environment (`make test-airflow`); the main suite leaves it out.
+import importlib.util  # noqa: E402
+
+if importlib.util.find_spec("airflow") is None:
+    collect_ignore = ["airflow"]
