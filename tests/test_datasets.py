@@ -314,6 +314,39 @@ def test_near_duplicates_cluster_and_keep_one(home: Path, tmp_path: Path) -> Non
     assert dedupe.near_pairs(np.concatenate([hashes, hashes[:5]]), 0)[:5] == [(i, 3000 + i) for i in range(5)]
 
 
+def test_perceptual_hash_is_imagehash_phash(tmp_path: Path) -> None:
+    import imagehash
+
+    from core.datasets.images import perceptual_hash, prepare_image
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):  # on phash's own 32×32 greyscale input the bits are the library's
+        thumb = Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8), "L")
+        assert perceptual_hash(thumb) == str(imagehash.phash(thumb))
+    # a JPEG hashed from its reduced-scale decode agrees with the library on the full-size image
+    from PIL import ImageDraw
+
+    photo = Image.new("RGB", (512, 384), (30, 60, 90))
+    for i in range(6):
+        x, y = rng.integers(0, 400, 2)
+        ImageDraw.Draw(photo).ellipse((int(x), int(y), int(x) + 100, int(y) + 80), fill=(40 * i, 255 - 40 * i, 90))
+    raw = encode(photo, "JPEG", quality=90)
+    stored, data = prepare_image(raw, Path("p.jpg"), 16)  # type: ignore[misc]
+    assert data == raw and (stored.width, stored.height) == (512, 384) and not stored.original
+    assert imagehash.hex_to_hash(stored.phash) - imagehash.phash(Image.open(io.BytesIO(raw))) <= 2
+
+
+def test_zip_is_read_in_place_and_the_version_shares_the_draft_files(home: Path, tmp_path: Path) -> None:
+    entries = {f"pics/{i}.png": png(i) for i in range(3)} | {f"pics/{i}.txt": b"a picture" for i in range(3)}
+    report = import_dataset("linked", zip_path=make_zip(tmp_path / "l.zip", entries))
+    from core.datasets.versions import materialize
+
+    version = materialize("linked", report.version)
+    for item in read_manifest("linked", report.version):
+        assert (version / item.file).stat().st_ino == (draft_dir("linked") / item.file).stat().st_ino
+    assert sorted(p.name for p in draft_dir("linked").iterdir()) == ["draft.json", "images", "originals", "quarantine"]
+
+
 # ---- versions, export, demo, CLI ------------------------------------------------------------------
 
 

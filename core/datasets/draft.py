@@ -19,7 +19,7 @@ from typing import Literal
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from core.datasets.versions import NewItem, check_name, find_version, list_versions, materialize, read_manifest, write_version
+from core.datasets.versions import NewItem, check_name, find_version, link_or_copy, list_versions, materialize, read_manifest, write_version
 from core.errors import StudioError
 from core.settings import get_settings
 
@@ -124,8 +124,8 @@ def load_draft(name: str) -> Draft:
 
 
 def draft_from_version(name: str, version: str) -> Draft:
-    """Start a draft from a saved version (its images are already content-addressed)."""
-    import imagehash
+    """Start a draft from a saved version (its images are already content-addressed: hard-linked when local)."""
+    from core.datasets.images import perceptual_hash
 
     source = materialize(name, version)
     tmp = Path(tempfile.mkdtemp(dir=ensure_drafts_dir(), prefix=".tmp-"))
@@ -135,9 +135,9 @@ def draft_from_version(name: str, version: str) -> Draft:
         for entry in read_manifest(name, version):
             target = tmp / entry.file
             if not target.exists():
-                shutil.copyfile(source / entry.file, target)
+                link_or_copy(source / entry.file, target)
             with Image.open(target) as im:
-                phash = str(imagehash.phash(im))
+                phash = perceptual_hash(im)
             items.append(
                 DraftItem(
                     id=entry.source or entry.file,
@@ -289,7 +289,8 @@ def save_version(draft: Draft, note: str = "", progress=None) -> str:  # type: i
     folder = draft_dir(draft.name)
     new_items = [
         NewItem(
-            data=(folder / item.file).read_bytes(),
+            data=folder / item.file,
+            sha256=item.sha256,
             ext=item.ext,
             caption=item.caption,
             width=item.width,

@@ -4,13 +4,20 @@ A version lives under `datasets/<name>/<version>/` in the object store: `images/
 and `manifest.jsonl` (one `ManifestItem` per line). The version id is the hash of the manifest, so
 the same content always gets the same id and an edit always makes a new one. The manifest is
 written last and the catalog row in the same transaction, so a failed write leaves nothing behind.
+
+In a local store a version is built in a temporary folder and renamed into place; images that
+already exist as content-addressed files (a draft's) are hard-linked, not copied. Nothing ever
+writes to such a file after it was created, so sharing it cannot change a version.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +49,21 @@ class ManifestItem(BaseModel):
 
 @dataclass(frozen=True)
 class NewItem:
-    """An image to put into a version: encoded bytes plus what the manifest says of it."""
+    """An image to put into a version: encoded bytes (or a file holding them) plus what the manifest says of it."""
 
-    data: bytes
+    data: bytes | Path
     ext: str
     caption: str
     width: int
     height: int
     split: Literal["train", "val"] = "train"
     source: str = ""
+    sha256: str = ""  # the hash of `data` when the caller knows it (a draft's files are named by it)
+
+    def digest(self) -> str:
+        if self.sha256:
+            return self.sha256
+        return hashlib.sha256(self.data.read_bytes() if isinstance(self.data, Path) else self.data).hexdigest()
 
 
 def check_name(name: str) -> str:
@@ -100,7 +113,7 @@ def write_version(
         raise StudioError("A dataset version needs at least one valid image.")
     manifest_items = []
     for item in items:
-        sha = hashlib.sha256(item.data).hexdigest()
+        sha = item.digest()
         manifest_items.append(
             ManifestItem(
                 file=f"images/{sha}.{item.ext}",
@@ -119,15 +132,19 @@ def write_version(
 
     store = get_store()
     prefix = version_prefix(name, version)
-    written: set[str] = set()
+    files = {entry.file: item.data for item, entry in zip(items, manifest_items, strict=True)}
     try:
-        for i, (item, entry) in enumerate(zip(items, manifest_items, strict=True)):
-            if entry.file not in written:
-                store.put_bytes(f"{prefix}/{entry.file}", item.data)
-                written.add(entry.file)
-            if progress and (i % 50 == 0 or i == len(items) - 1):
-                progress((i + 1) / len(items), f"Stored {i + 1}/{len(items)} images")
-        store.put_bytes(f"{prefix}/{MANIFEST}", manifest)
+        if isinstance(store, LocalStore):
+            build_local(store.path(prefix), files, manifest, progress)
+        else:
+            for i, (file, data) in enumerate(files.items()):
+                if isinstance(data, Path):
+                    store.put_file(f"{prefix}/{file}", data)
+                else:
+                    store.put_bytes(f"{prefix}/{file}", data)
+                if progress and (i % 50 == 0 or i == len(files) - 1):
+                    progress((i + 1) / len(files), f"Stored {i + 1}/{len(files)} images")
+            store.put_bytes(f"{prefix}/{MANIFEST}", manifest)
         with session_scope() as session:
             dataset = session.scalar(select(Dataset).where(Dataset.name == name))
             if dataset is None:
@@ -145,9 +162,40 @@ def write_version(
                 )
             )
     except BaseException:
-        store.delete_prefix(prefix)
+        if find_version(name, version) is None:  # not when a concurrent save of the same content won
+            store.delete_prefix(prefix)
         raise
     return version
+
+
+def link_or_copy(src: Path, dest: Path) -> None:
+    """Hard-link a content-addressed file; copy it where a link is impossible (another filesystem)."""
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+def build_local(dest: Path, files: dict[str, bytes | Path], manifest: bytes, progress: Callable[[float, str], None] | None) -> None:
+    """Write a version folder under a temporary name, manifest last, and rename it into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
+    try:
+        (tmp / "images").mkdir()
+        for i, (file, data) in enumerate(files.items()):
+            if isinstance(data, Path):
+                link_or_copy(data, tmp / file)
+            else:
+                (tmp / file).write_bytes(data)
+            if progress and (i % 200 == 0 or i == len(files) - 1):
+                progress((i + 1) / len(files), f"Stored {i + 1}/{len(files)} images")
+        (tmp / MANIFEST).write_bytes(manifest)
+        if dest.exists():  # left by a save that failed before its catalog row was written
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def find_version(name: str, version: str) -> DatasetVersion | None:
