@@ -54,12 +54,12 @@ def test_dag_imports_and_maps_the_pipeline_steps(env: dict[str, str]) -> None:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.providers.standard.operators.python import ExternalPythonOperator
 
-    bag = DagBag(dag_folder=str(DAGS), include_examples=False)
+    bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
-    dag = bag.get_dag("studio_airflow_digits")
+    dag = bag.dags["studio_airflow_digits"]
     assert [t.task_id for t in dag.topological_sort()] == ["prepare", *STEPS]
-    for upstream, downstream in zip(["prepare", *STEPS], STEPS):
-        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    for upstream, downstream in zip(["prepare", *STEPS], STEPS):  # every step also reads prepare's pipeline id
+        assert dag.get_task(downstream).upstream_task_ids == {upstream, "prepare"}
     assert all(isinstance(t, ExternalPythonOperator) and t.python == STUDIO_PYTHON for t in dag.tasks)
 
 
@@ -69,7 +69,7 @@ def test_a_broken_config_is_a_dag_import_error_with_its_sentence(env: dict[str, 
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: x\ndataset: digits\ntrian: {}\n")
     os.environ["STUDIO_PIPELINE_CONFIGS"] = str(broken)
-    bag = DagBag(dag_folder=str(DAGS), include_examples=False)
+    bag = DagBag(dag_folder=str(DAGS))
     assert "The pipeline key 'trian' is not known." in "".join(bag.import_errors.values())
 
 
