@@ -12,6 +12,7 @@ import streamlit as st
 from app.widgets import user_errors
 from core.datasets import curate, dedupe, stats
 from core.datasets.draft import Draft, caption_problems, caption_tokens, delete_quarantined, draft_dir, has_unsaved_changes, load_draft, save_version, set_captions, thumbnail, undo
+from core.datasets.delete import delete_dataset, plan_deletion
 from core.datasets.export import export_folder, export_zip
 from core.datasets.ingest import ImportReport, import_dataset
 from core.datasets.push import push_version
@@ -257,6 +258,36 @@ def versions(draft: Draft) -> None:
             st.success(f"Pushed to {result.uri}: {result.uploaded} uploaded, {result.skipped} already there.")
 
 
+def delete_panel(draft: Draft) -> None:
+    """Delete the dataset or one version, after a confirmation that says what runs keep."""
+    st.markdown("**Delete**")
+    ids = [v.version for v in list_versions(draft.name)]
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    target = c1.selectbox("What to delete", [draft.name, *(f"{draft.name}@{v}" for v in ids)], key=f"del-target-{draft.name}",
+                          format_func=lambda ref: f"the whole dataset {ref}" if "@" not in ref else f"version {ref}")
+    if c2.button("🗑️ Delete…", width="stretch", key=f"del-ask-{draft.name}"):
+        st.session_state["delete_ref"] = target
+    ref = st.session_state.get("delete_ref")
+    if not ref or ref.partition("@")[0] != draft.name:
+        return
+    with user_errors():
+        plan = plan_deletion(ref)  # searches MLflow: only once the user asked
+        st.warning(plan.summary(), icon="⚠️")
+        for version, users in plan.keep.items():
+            st.caption(f"{draft.name}@{version} stays so these stay reproducible: " + ", ".join(f"{u.kind} `{u.name}`" for u in users))
+        y, n = st.columns(2)
+        if y.button("Yes, delete", type="primary", width="stretch", key=f"del-yes-{draft.name}", disabled=not (plan.remove or plan.whole)):
+            done = delete_dataset(ref)
+            st.session_state.pop("delete_ref", None)
+            st.session_state["deleted"] = done.summary().replace("Deleting", "Deleted", 1)
+            if done.whole and not done.remaining:
+                st.session_state.pop("dataset_choice", None)
+            st.rerun()
+        if n.button("Cancel", width="stretch", key=f"del-no-{draft.name}"):
+            st.session_state.pop("delete_ref", None)
+            st.rerun()
+
+
 def render() -> None:
     st.title("🗂️ Datasets")
     st.caption("Import image–caption data, fix what validation finds, remove duplicates and save immutable versions to train on.")
@@ -267,6 +298,8 @@ def render() -> None:
     choice = st.selectbox("Dataset", [*names, NEW], key="dataset_choice")
     if report := st.session_state.pop("import_report", None):
         show_report(report)
+    if deleted := st.session_state.pop("deleted", None):
+        st.success(deleted, icon="🗑️")
     if choice == NEW:
         if not names:
             st.info("No datasets yet. Import your own below, or create the demo digits from the Home page.", icon="👋")
@@ -290,3 +323,4 @@ def render() -> None:
             quarantine(draft)
         with tabs[5]:
             versions(draft)
+            delete_panel(draft)

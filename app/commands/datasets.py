@@ -1,4 +1,4 @@
-"""`studio dataset ...`: import, list, show, version, diff, export and push datasets."""
+"""`studio dataset ...`: import, list, show, version, diff, export, push and delete datasets."""
 
 from __future__ import annotations
 
@@ -137,8 +137,24 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_delete(args: argparse.Namespace) -> int:
+    from core.datasets.delete import delete_dataset, plan_deletion
+
+    plan = plan_deletion(args.ref)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise StudioError(f"{plan.summary()} Run again with --yes to confirm.")
+        print(plan.summary(), file=sys.stderr)
+        if input("Delete? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("Nothing was deleted.", file=sys.stderr)
+            return 1
+    done = delete_dataset(args.ref)
+    emit(args, done.model_dump(), done.summary().replace("Deleting", "Deleted", 1))
+    return 0
+
+
 def register(sub: Any) -> None:
-    dataset = sub.add_parser("dataset", help="import, list, show, version, diff, export and push datasets")
+    dataset = sub.add_parser("dataset", help="import, list, show, version, diff, export, push and delete datasets")
     actions = dataset.add_subparsers(dest="action", required=True)
     add_command(actions, "list", "list datasets and their versions", cmd_list)
     p = add_command(actions, "import", "import a zip or a folder of images and captions as a new dataset", cmd_import)
@@ -161,3 +177,6 @@ def register(sub: Any) -> None:
     p.add_argument("ref", help="name@version (or name for the newest)")
     p.add_argument("--bucket", help="default STUDIO_S3_BUCKET")
     p.add_argument("--prefix", help="default STUDIO_S3_PREFIX")
+    p = add_command(actions, "delete", "delete a dataset or one version; versions that runs or jobs used are kept", cmd_delete)
+    p.add_argument("ref", help="name (the whole dataset) or name@version")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
