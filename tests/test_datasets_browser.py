@@ -3,18 +3,13 @@ screenshot in docs/screenshots/datasets.png comes from this test."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
-
 from PIL import Image, ImageDraw
+
+from tests.browser import SCREENSHOTS, launch, studio_server
 
 
 def circles(i: int) -> bytes:
@@ -30,9 +25,6 @@ def circles(i: int) -> bytes:
     im.save(buf, "PNG")
     return buf.getvalue()
 
-REPO = Path(__file__).resolve().parent.parent
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.mark.browser
@@ -45,40 +37,21 @@ def test_upload_zip_and_see_the_gallery(tmp_path: Path) -> None:
             zf.writestr(f"shapes/shape_{i:02d}.png", circles(i))
             zf.writestr(f"shapes/shape_{i:02d}.txt", f"coloured circles, sample {i}, {'warm' if i % 2 else 'cool'} tones")
         zf.writestr("shapes/broken.png", b"not an image")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "STUDIO_HOME": str(tmp_path / "home")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}/datasets", timeout=60_000)
-            expect(page.get_by_text("Import images and captions")).to_be_visible(timeout=60_000)
-            page.get_by_placeholder("my-cats").fill("shapes")
-            page.get_by_placeholder("my-cats").press("Enter")
-            page.locator("input[type=file]").first.set_input_files(str(archive))
-            page.get_by_role("button", name="📥 Import").click()
-            expect(page.get_by_text("Imported 14 images")).to_be_visible(timeout=90_000)
-            expect(page.get_by_text("coloured circles, sample 0,")).to_be_visible(timeout=30_000)
-            expect(page.locator("[data-testid=stImage] img").first).to_be_visible(timeout=30_000)
-            page.get_by_text("Show").first.scroll_into_view_if_needed()
-            page.mouse.wheel(0, 420)
-            page.wait_for_timeout(1500)
-            shots = REPO / "docs" / "screenshots"
-            shots.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(shots / "datasets.png"))
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    with studio_server(tmp_path / "home") as url, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/datasets", timeout=60_000)
+        expect(page.get_by_text("Import images and captions")).to_be_visible(timeout=60_000)
+        page.get_by_placeholder("my-cats").fill("shapes")
+        page.get_by_placeholder("my-cats").press("Enter")
+        page.locator("input[type=file]").first.set_input_files(str(archive))
+        page.get_by_role("button", name="📥 Import").click()
+        expect(page.get_by_text("Imported 14 images")).to_be_visible(timeout=90_000)
+        expect(page.get_by_text("coloured circles, sample 0,")).to_be_visible(timeout=30_000)
+        expect(page.locator("[data-testid=stImage] img").first).to_be_visible(timeout=30_000)
+        page.get_by_text("Show").first.scroll_into_view_if_needed()
+        page.mouse.wheel(0, 420)
+        page.wait_for_timeout(1500)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "datasets.png"))
+        browser.close()
