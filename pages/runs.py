@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 from datetime import date
+from html import escape
 
 import altair as alt
 import pandas as pd
@@ -15,9 +16,11 @@ import streamlit as st
 from app.widgets import status_label, user_errors
 from core import runs
 from core.errors import StudioError
+from pages import evaluation_panel
 
 MAX_COMPARE = 4
 SORTS = ("start_time", "run_name", *runs.CURVES)
+TABLE_STYLE = "<style>.runs-table th, .runs-table td {white-space: nowrap; padding: 0.3rem 0.6rem; font-size: 0.875rem}</style>"
 
 
 def show(**params: str) -> None:
@@ -68,26 +71,37 @@ def curves(run_ids: list[str], names: dict[str, str], key_prefix: str, with_alig
 # ---- list -------------------------------------------------------------------------------------------
 
 
-def run_table(rows: list[runs.RunRow]) -> pd.DataFrame:
-    return pd.DataFrame(
+def run_table(rows: list[runs.RunRow]) -> str:
+    """One page of runs as a plain HTML table, each name linking to its detail.
+
+    Streamlit paints this with its core bundle; st.dataframe first loads ~1.2 MB of grid and Arrow
+    code in the browser, which was most of this page's first paint (bench/runs_page.py).
+    """
+
+    def number(value: float | None, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    frame = pd.DataFrame(
         [
             {
-                "run": r.name,
+                "run": f'<a href="?run={r.run_id}" target="_self">{escape(r.name)}</a>',
                 "status": status_label(r.status),
-                "dataset": r.dataset,
-                "preset": r.preset,
-                "stage": r.stage,
-                "steps": r.steps,
-                "loss": r.last_loss,
-                "val loss": r.val_loss,
-                "duration (min)": round(r.duration_s / 60, 1) if r.duration_s is not None else None,
-                "started": r.started,
-                "backend": r.backend,
+                "dataset": escape(r.dataset),
+                "preset": escape(r.preset),
+                "stage": escape(r.stage),
+                "steps": number(r.steps, "d"),
+                "loss": number(r.last_loss, ".4f"),
+                "val loss": number(r.val_loss, ".4f"),
+                "duration (min)": number(r.duration_s / 60 if r.duration_s is not None else None, ".1f"),
+                "started": f"{r.started:%Y-%m-%d %H:%M}",
+                "backend": escape(r.backend),
                 "id": r.run_id[:8],
             }
             for r in rows
         ]
     )
+    table = frame.to_html(index=False, escape=False, border=0, justify="left", classes="runs-table")
+    return f'<div style="overflow-x: auto">{TABLE_STYLE}{table}</div>'
 
 
 def filters() -> runs.RunQuery:
@@ -130,7 +144,7 @@ def render_list() -> None:
         else:
             st.info("No runs match these filters.", icon="🔎")
         return
-    st.dataframe(run_table(page.rows), hide_index=True, width="stretch")
+    st.markdown(run_table(page.rows), unsafe_allow_html=True)
     p1, p2, p3 = st.columns([1, 1, 4])
     if p1.button("◀ Previous", disabled=len(tokens) == 1):
         tokens.pop()
@@ -270,6 +284,7 @@ def render_detail(run_id: str) -> None:
         notes_and_tags(detail)
     with tabs[6]:
         actions(detail)
+        evaluation_panel.evaluate_section(run_id, row.dataset or None, "model/" in detail.artifacts)
 
 
 # ---- compare ----------------------------------------------------------------------------------------
@@ -342,6 +357,8 @@ def render_compare(run_ids: list[str]) -> None:
     final = runs.final_metrics(run_ids)
     final.columns = list(names.values())
     st.dataframe(final, width="stretch")
+
+    evaluation_panel.metrics_table(run_ids, names)
 
     st.markdown("#### Samples by prompt")
     sample_comparison(run_ids, names)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timezone
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -21,6 +24,23 @@ def open_page(**query: str) -> AppTest:
     return at.run()
 
 
+def listed(at: AppTest) -> list[str]:
+    """The run names in the Runs table (plain HTML in a markdown element, each a link to its detail)."""
+    table = next(m.value for m in at.markdown if "runs-table" in m.value)
+    return re.findall(r'target="_self">([^<]*)</a>', table)
+
+
+def test_run_table_escapes_names_and_links_to_detail() -> None:
+    from core.runs import RunRow
+    from pages.runs import run_table
+
+    row = RunRow("ab" * 16, "<b>x</b> & y", "FINISHED", "digits@1", "tiny", "all", "local", 10, 0.5, None,
+                 datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc), 90.0)
+    html = run_table([row])
+    assert '<a href="?run=' + "ab" * 16 + '" target="_self">&lt;b&gt;x&lt;/b&gt; &amp; y</a>' in html
+    assert "<td>2026-01-02 03:04</td>" in html and "<td>1.5</td>" in html and "<td>–</td>" in html
+
+
 def test_empty_store_explains_what_to_do(home) -> None:
     at = open_page()
     assert not at.exception
@@ -30,13 +50,12 @@ def test_empty_store_explains_what_to_do(home) -> None:
 def test_list_filters_and_selection_to_compare(runs_store: dict) -> None:
     at = open_page()
     assert not at.exception and not at.error
-    table = at.dataframe[0].value
-    assert set(table["run"]) == {"tiny-a", "tiny-b", "broken-small"}
+    assert set(listed(at)) == {"tiny-a", "tiny-b", "broken-small"}
 
     at.multiselect(key="runs-status").set_value(["FINISHED"]).run()
-    assert set(at.dataframe[0].value["run"]) == {"tiny-a", "tiny-b"}
+    assert set(listed(at)) == {"tiny-a", "tiny-b"}
     at.text_input(key="runs-search").set_value("tiny-b").run()
-    assert list(at.dataframe[0].value["run"]) == ["tiny-b"]
+    assert listed(at) == ["tiny-b"]
     at.text_input(key="runs-search").set_value("").run()
     at.text_input(key="runs-tag").set_value("job_id=nobody").run()
     assert "No runs match" in at.info[0].value
