@@ -5,7 +5,6 @@ The view lives in the URL (`?run=ID`, `?compare=ID,ID`), so a comparison can be 
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import date
 from html import escape
 
@@ -220,10 +219,9 @@ def actions(detail: runs.RunDetail) -> None:
     st.markdown("**Reuse**")
     c1, c2 = st.columns(2)
     if c1.button("🧬 Clone into the Train form"):
+        # The Train page fills its form from `train_clone`; switch_page finds it by its url_path.
         st.session_state["train_clone"] = runs.run_config(run_id)
-        if importlib.util.find_spec("pages.train"):
-            st.switch_page(st.Page(lambda: None, title="Train", url_path="train"))
-        st.success("The run's settings are ready for the Train page.")
+        st.switch_page(st.Page(lambda: None, title="Train", url_path="train"))
     if has_model:
         if c2.button("📦 Prepare the model as a zip"):
             with st.spinner("Zipping the model…"):

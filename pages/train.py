@@ -90,6 +90,15 @@ def clone_into_form(config: dict[str, Any]) -> None:
         st.session_state[_form_key("version")] = version
 
 
+def take_run_clone() -> bool:
+    """Fill the form from a run cloned on the Runs page (its config waits in `train_clone`), once."""
+    config = st.session_state.pop("train_clone", None)
+    if not config:
+        return False
+    clone_into_form(config)
+    return True
+
+
 def config_from_form(dataset: str, v: dict[str, Any]) -> dict[str, Any]:
     """The form's values as a TrainConfig mapping (validated by `build_config`)."""
     stage = {"batch_size": v["batch_size"], "lr": v["lr"]}
@@ -145,6 +154,8 @@ def dataset_picker() -> str | None:
 def launch_form() -> None:
     _init_form()
     k = _form_key
+    if take_run_clone():
+        st.info("Filled in from the run you cloned on the Runs page: check the settings and launch.", icon="🧬")
     finished = [j for j in list_jobs(limit=50) if j.kind == "train"]
     if finished:
         with st.expander("Clone a job's settings"):

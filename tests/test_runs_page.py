@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -127,3 +128,24 @@ def test_bad_links_show_one_sentence(runs_store: dict) -> None:
     assert "Compare 2 to 4 runs" in at.error[0].value
     at = open_page(run="nonexistent")
     assert "No run is called" in at.error[0].value
+
+
+def test_clone_switches_to_the_train_page_with_the_form_filled(runs_store: dict) -> None:
+    from tests.conftest import RUN_PROMPTS
+
+    a = runs_store["runs"]["tiny-a"]
+    at = AppTest.from_file(str(Path(__file__).with_name("runs_train_app.py")), default_timeout=120)
+    at.query_params["run"] = a
+    at.run()
+    at.button[[x.label for x in at.button].index("🧬 Clone into the Train form")].click().run()
+    assert not at.exception and at.title[0].value == "🏋️ Train"
+    assert "cloned on the Runs page" in at.info[0].value
+    name, version = runs_store["dataset"].split("@")
+    assert (at.selectbox(key="train.dataset").value, at.selectbox(key="train.version").value) == (name, version)
+    assert next(n for n in at.number_input if n.label == "Learning rate").value == 0.001
+    assert next(n for n in at.number_input if n.label == "VAE steps").value == 4
+    assert at.text_area(key="train.prompts").value == "\n".join(RUN_PROMPTS)
+    # Taken once: the next rerun keeps what the user edits.
+    assert "train_clone" not in at.session_state
+    at.run()
+    assert not at.info or "cloned on the Runs page" not in at.info[0].value
