@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import socket
 from collections.abc import Iterator
@@ -30,8 +29,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # moto's request recorder keeps what the server received, so the test reads the real request.
-    os.environ.setdefault("MOTO_RECORDER_FILEPATH", str(tmp_path_factory.mktemp("moto") / "recording.jsonl"))
+    # moto's request recorder (its file set in conftest) keeps what the server received, so the
+    # test reads the real request.
     from moto.server import ThreadedMotoServer
 
     port = free_port()
