@@ -51,9 +51,12 @@ def run(model_id: str, backend: Backend, request: GenerateRequest) -> tuple[list
     return result.images, result.seconds, result.backend_label
 
 
-def refresh_models() -> tuple[Any, Any, Any]:
+def refresh_models(request: gr.Request | None = None) -> tuple[Any, Any, Any]:
     choices = model_choices()
-    first = choices[0][1] if choices else None
+    ids = [c[1] for c in choices]
+    # The page's `?model=` (set by the Studio's Playground page) preselects that model when it is listed.
+    wanted = request.query_params.get("model") if request else None
+    first = wanted if wanted in ids else (ids[0] if ids else None)
     return gr.update(choices=choices, value=first), gr.update(choices=choices, value=[c[1] for c in choices[:2]]), size_for_model(first)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import streamlit as st
 
 from app.widgets import user_errors
@@ -18,5 +20,7 @@ def render() -> None:
 
         with st.spinner("Starting the playground…"):
             url = serve_in_background(get_settings().playground_port)
-        st.iframe(f"{url}{PLAYGROUND_PATH}/?__theme=dark", height=IFRAME_HEIGHT)
+        # `?model=<run or export id>` preselects that model (the Runs page's "Open in Playground").
+        query = urlencode({"__theme": "dark", **({"model": st.query_params["model"]} if "model" in st.query_params else {})})
+        st.iframe(f"{url}{PLAYGROUND_PATH}/?{query}", height=IFRAME_HEIGHT)
         st.caption(f"Also at {url}{PLAYGROUND_PATH}/ · HTTP API at {url}/docs (`POST /v1/generate`, `GET /v1/models`).")

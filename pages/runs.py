@@ -15,11 +15,17 @@ import streamlit as st
 from app.widgets import status_label, user_errors
 from core import runs
 from core.errors import StudioError
+from core.export.exporter import export_model
 from pages import evaluation_panel
 
 MAX_COMPARE = 4
 SORTS = ("start_time", "run_name", *runs.CURVES)
 TABLE_STYLE = "<style>.runs-table th, .runs-table td {white-space: nowrap; padding: 0.3rem 0.6rem; font-size: 0.875rem}</style>"
+
+
+def go_to(url_path: str, **params: str) -> None:
+    """Switch to another page of the studio; st.switch_page finds it by its url_path."""
+    st.switch_page(st.Page(lambda: None, url_path=url_path), query_params=params or None)
 
 
 def show(**params: str) -> None:
@@ -207,21 +213,32 @@ def notes_and_tags(detail: runs.RunDetail) -> None:
 def actions(detail: runs.RunDetail) -> None:
     run_id = detail.row.run_id
     has_model = "model/" in detail.artifacts
+    no_model = None if has_model else "The run has no final model yet."
     st.markdown("**Promote to the Model Registry**")
     c1, c2, c3 = st.columns([2, 1, 1])
     default_name = (detail.row.dataset.split("@")[0] or detail.row.preset or "model") + "-model"
     name = c1.text_input("Registered model", default_name, key="promote-name")
     alias = c2.text_input("Alias", "champion", key="promote-alias")
-    if c3.button("🏆 Promote", disabled=not has_model, help=None if has_model else "The run has no final model yet."):
+    if c3.button("🏆 Promote", disabled=not has_model, help=no_model):
         version = runs.promote(run_id, name, alias)
         st.success(f"Registered {name} version {version} with alias '{alias}'.")
+
+    st.markdown("**Use the model**")
+    c1, c2 = st.columns(2)
+    if c1.button("🧪 Open in Playground", disabled=not has_model, help=no_model):
+        go_to("playground", model=run_id)  # the Playground preselects `?model=`
+    if c2.button("📦 Export to ONNX", disabled=not has_model, help=no_model or "Export, check parity with PyTorch and register it."):
+        bar = c2.progress(0.0, text="Starting the export…")
+        record = export_model(run_id, progress=lambda f, text: bar.progress(min(f, 1.0), text=text))
+        st.session_state["export_selected"] = record.id  # the Export page opens on it
+        st.success(f"Exported to ONNX and registered as {record.registered_model} version {record.registered_version}; "
+                   "the Export page shows its parity report, and the Playground can run it with ONNX Runtime.", icon="✅")
 
     st.markdown("**Reuse**")
     c1, c2 = st.columns(2)
     if c1.button("🧬 Clone into the Train form"):
-        # The Train page fills its form from `train_clone`; switch_page finds it by its url_path.
-        st.session_state["train_clone"] = runs.run_config(run_id)
-        st.switch_page(st.Page(lambda: None, title="Train", url_path="train"))
+        st.session_state["train_clone"] = runs.run_config(run_id)  # the Train page fills its form from it
+        go_to("train")
     if has_model:
         if c2.button("📦 Prepare the model as a zip"):
             with st.spinner("Zipping the model…"):

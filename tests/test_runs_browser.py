@@ -1,13 +1,15 @@
 """The Runs page in Debian's chromium: a shared comparison link of two real runs renders its curves
-and the prompt × run sample grid; docs/screenshots/runs.png comes from this test."""
+and the prompt × run sample grid (docs/screenshots/runs.png comes from this test); a run's
+"Open in Playground" lands on the embedded playground with that run's model chosen."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.browser import SCREENSHOTS, launch, studio_server
+from tests.browser import SCREENSHOTS, free_port, launch, studio_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -15,8 +17,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def test_shared_comparison_link_shows_curves_and_sample_grid(runs_store: dict) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    from core.inference.models import list_models
+
     a, b = runs_store["runs"]["tiny-a"], runs_store["runs"]["tiny-b"]
-    with studio_server(Path(runs_store["home"])) as url, sync_playwright() as p:
+    playground = {"STUDIO_PLAYGROUND_PORT": str(free_port())}
+    with studio_server(Path(runs_store["home"]), playground) as url, sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{url}/runs?compare={a},{b}", timeout=120_000)
@@ -38,4 +43,13 @@ def test_shared_comparison_link_shows_curves_and_sample_grid(runs_store: dict) -
         page.wait_for_timeout(1000)
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "runs.png"))
+
+        # tiny-b is the playground's default (the newest model), so seeing tiny-a is the preselection.
+        assert list_models()[0].id == b
+        page.goto(f"{url}/runs?run={a}", timeout=120_000)
+        page.get_by_role("tab", name="Actions").click()
+        page.get_by_role("button", name="Open in Playground").click()
+        page.wait_for_url(f"**/playground?model={a}", timeout=60_000)
+        chosen = page.frame_locator("iframe").first.locator("#model input")
+        expect(chosen).to_have_value(re.compile(r"run tiny-a "), timeout=120_000)
         browser.close()

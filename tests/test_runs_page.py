@@ -149,3 +149,19 @@ def test_clone_switches_to_the_train_page_with_the_form_filled(runs_store: dict)
     assert "train_clone" not in at.session_state
     at.run()
     assert not at.info or "cloned on the Runs page" not in at.info[0].value
+
+
+def test_export_to_onnx_from_the_run(runs_store: dict) -> None:
+    from core.export.exporter import list_exports
+
+    a, failed = runs_store["runs"]["tiny-a"], runs_store["failed"]
+    at = open_page(run=failed)
+    assert next(x for x in at.button if x.label == "📦 Export to ONNX").disabled  # no model, no export
+
+    at = open_page(run=a)
+    at.button[[x.label for x in at.button].index("📦 Export to ONNX")].click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    (record,) = list_exports()
+    assert record.mlflow_run_id == a and record.parity["passed"]
+    assert f"version {record.registered_version}" in at.success[0].value
+    assert at.session_state["export_selected"] == record.id
