@@ -152,3 +152,21 @@ def test_training_options_and_lora_finetune(demo_home: Path, trained_model: Path
     with safe_open(lora / "model" / name, "pt") as tuned, safe_open(trained_model / name, "pt") as base:
         assert sorted(tuned.keys()) == sorted(base.keys())  # no adapter keys: diffusers loads it as is
         assert (tuned.get_tensor(key) - base.get_tensor(key)).abs().max() > 0
+
+
+def test_deepspeed_zero2_on_cpu(demo_home: Path, tmp_path: Path) -> None:
+    """The DeepSpeed path as far as it runs on a CPU: ZeRO-2 through deepspeed.initialize, its
+    engine's backward/step and checkpoint, then a resume from that checkpoint."""
+    out = tmp_path / "ds"
+    overrides = [
+        "dataset=digits", "stage=unet", "unet.steps=2", "unet.batch_size=4", "log_every=1", "validate_every=2",
+        "sample_every=100", "checkpoint_every=1", "sample_steps=2", "sample_images_per_prompt=1",
+        "validation_prompts=[a handwritten digit one]", "deepspeed.zero_stage=2", f"output_dir={out}",
+    ]
+    run_training(overrides, {"STUDIO_HOME": str(demo_home)})
+    assert json.loads((out / "status.json").read_text())["status"] == "succeeded"
+    latest = out / "checkpoints" / (out / "checkpoints" / "latest").read_text()
+    assert (latest / "deepspeed").is_dir() and (latest / "model" / "model_index.json").is_file()
+    run_training([*overrides, "unet.steps=3"], {"STUDIO_HOME": str(demo_home)}, "--resume", "latest")
+    steps = [json.loads(x)["step"] for x in (out / "checkpoints" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert steps == [1, 2, 3]
