@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from core.datasets.versions import ManifestItem, materialize, read_manifest, resolve
+from core.training.data import load_image
 
 RESOLUTION = 32  # what evaluators and the metric features see
 
@@ -22,18 +23,6 @@ RESOLUTION = 32  # what evaluators and the metric features see
 def label_of(item: ManifestItem) -> str:
     parent = PurePosixPath(item.source).parent.name
     return parent or item.caption
-
-
-def load_image(path: Path, resolution: int) -> np.ndarray:
-    """(3, r, r) uint8: RGB, centre square, resized the way training resizes."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-        if side != resolution:
-            img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
-        return np.asarray(img).transpose(2, 0, 1).copy()
 
 
 def to_array(images: list[Image.Image], resolution: int = RESOLUTION) -> np.ndarray:

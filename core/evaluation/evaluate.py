@@ -21,7 +21,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from core.errors import StudioError
-from core.evaluation.data import RESOLUTION, Version, label_of, to_array
+from core.evaluation.data import Version, label_of, to_array
 from core.evaluation.evaluator import get_evaluator
 from core.evaluation.metrics import DistributionMetrics, compare
 from core.inference.torch_backend import GenerateRequest, TorchGenerator, image_grid

@@ -9,7 +9,6 @@ its accuracy, its settings and a copy of this file (the script that trained it).
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable

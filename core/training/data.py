@@ -31,7 +31,8 @@ class Split:
         return self.images[index].float() / 127.5 - 1.0
 
 
-def _load_image(path: Path, resolution: int) -> np.ndarray:
+def load_image(path: Path, resolution: int) -> np.ndarray:
+    """(3, r, r) uint8: RGB, the centre square, resized to the training resolution."""
     with Image.open(path) as img:
         img = img.convert("RGB")
         side = min(img.size)
@@ -59,7 +60,7 @@ def load_splits(folder: Path, resolution: int) -> tuple[Split, Split]:
         splits["val"] = splits["train"][: max(1, len(splits["train"]) // 10)]
 
     def load(entries: list) -> Split:
-        images = np.stack([_load_image(folder / e.file, resolution) for e in entries])
+        images = np.stack([load_image(folder / e.file, resolution) for e in entries])
         return Split(torch.from_numpy(images), [clean_caption(e.caption) for e in entries])
 
     return load(splits["train"]), load(splits["val"])
