@@ -52,3 +52,11 @@ def loss_chart(rows: list[dict], keys: tuple[str, ...], height: int = 220) -> No
         st.caption("No metrics yet.")
         return
     st.line_chart(frame.groupby("step").last(), height=height)
+
+
+def pick(label: str, options: dict[str, str], state_key: str) -> str:
+    """A selectbox over `{shown label: id}` that starts on the id another page left in `state_key`."""
+    ids = list(options.values())
+    selected = st.session_state.get(state_key)
+    shown = st.selectbox(label, list(options), index=ids.index(selected) if selected in ids else 0)
+    return options[shown]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.widgets import user_errors
+from app.widgets import pick, user_errors
 from core.export.exporter import export_files, export_model, export_zip, get_export, list_exports
 from core.inference.models import list_models
 from core.inference.onnx_backend import cuda_works
@@ -74,7 +74,4 @@ def render() -> None:
             st.info("No exports yet. Export a finished run above; the Playground can then use ONNX Runtime.", icon="💡")
             return
         labels = {f"{e.registered_model} v{e.registered_version} · {e.id} · {e.created_at:%Y-%m-%d %H:%M}": e.id for e in exports}
-        ids = list(labels.values())
-        selected = st.session_state.get("export_selected")
-        label = st.selectbox("Export", list(labels), index=ids.index(selected) if selected in ids else 0)
-        export_details(labels[label])
+        export_details(pick("Export", labels, "export_selected"))

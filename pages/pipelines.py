@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.widgets import status_label, user_errors
+from app.widgets import pick, status_label, user_errors
 from jobs.pipeline.config import parse_pipeline_config
 from jobs.pipeline.runner import get_pipeline, launch, list_pipelines, log_tail, pipeline_steps, save_config, saved_configs
 from jobs.records import get_job
@@ -109,10 +109,7 @@ def render() -> None:
             st.info("No pipelines yet. Start the demo above, or run `studio pipeline run --config examples/pipeline-demo.yaml`.", icon="💡")
             return
         labels = {f"{p.name} · {p.id} · {p.status} · {p.created_at:%Y-%m-%d %H:%M}": p.id for p in pipelines}
-        ids = list(labels.values())
-        selected = st.session_state.get("pipeline_selected")
-        label = st.selectbox("Pipeline", list(labels), index=ids.index(selected) if selected in ids else 0)
-        pipeline_id = labels[label]
+        pipeline_id = pick("Pipeline", labels, "pipeline_selected")
     if get_pipeline(pipeline_id).status == "running":
         live_view(pipeline_id)
     else:
