@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app.widgets import user_errors
+from core.evaluation.features import DESCRIPTIONS, FEATURES
 
 HELP = (
     "Prompt accuracy is the share of generated images the dataset's evaluator assigns to the prompted class; "
@@ -51,7 +52,7 @@ def evaluate_section(run_id: str, dataset: str | None, has_model: bool = True) -
             c = st.columns([3, 1, 1, 1])
             ref = c[0].text_input("Dataset version", dataset or "", help="name@version; its val split is the reference")
             n = c[1].number_input("Images per guidance", 10, 100_000, 200, step=50)
-            features = c[2].selectbox("Features", ["evaluator", "inception"], help="Inception is ~1 image/s on a CPU: keep N small")
+            features = c[2].selectbox("Features", FEATURES, help="  \n".join(f"**{k}**: {v}" for k, v in DESCRIPTIONS.items()))
             guidance = c[3].text_input("Guidance", "1,2,4")
             if st.form_submit_button("🧪 Evaluate", type="primary"):
                 from core.evaluation.evaluate import EvalRequest

@@ -89,6 +89,19 @@ def test_metric_sanity_real_blur_noise_and_class_means(digits_evaluator) -> None
     assert (np.array(evaluator.info.labels)[predicted] == labels).mean() > 0.5
 
 
+
+def test_imagenet_features_ship_offline_and_separate_real_from_noise(digits_evaluator) -> None:  # type: ignore[no-untyped-def]
+    from core.evaluation.features import extractor
+
+    evaluator, version, _ = digits_evaluator
+    extract = extractor("imagenet", evaluator)
+    real = version.images(version.val[:48])
+    other = version.images(version.train[:48])
+    noise = np.random.default_rng(0).integers(0, 256, real.shape, dtype=np.uint8)
+    features = extract(real)
+    assert features.shape == (48, 1280) and np.isfinite(features).all()
+    assert frechet_distance(features, extract(noise)) > 3 * frechet_distance(features, extract(other))
+
 @pytest.mark.slow
 def test_eval_job_end_to_end_with_results_in_mlflow_and_the_comparison(demo: str, trained_model: Path, digits_evaluator, capsys) -> None:  # type: ignore[no-untyped-def]
     import shutil

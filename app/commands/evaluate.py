@@ -1,4 +1,4 @@
-"""`studio eval RUN --dataset NAME@VERSION [--n 1000] [--features evaluator|inception]`: evaluate a run."""
+"""`studio eval RUN --dataset NAME@VERSION [--n 1000] [--features evaluator|inception|imagenet]`: evaluate a run."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from app.commands import add_command, emit
 from core.errors import StudioError
+from core.evaluation.features import DESCRIPTIONS, FEATURES
 
 
 def summary(result: Any) -> str:
@@ -62,7 +63,7 @@ def register(sub: Any) -> None:
     p.add_argument("run", help="the MLflow run id of a trained model")
     p.add_argument("--dataset", required=True, help="name@version to compare with (its val split)")
     p.add_argument("--n", type=int, default=1000, help="generated images per guidance scale (default 1000)")
-    p.add_argument("--features", choices=("evaluator", "inception"), default="evaluator", help="feature network for the distribution metrics")
+    p.add_argument("--features", choices=FEATURES, default="evaluator", help="feature network for the distribution metrics: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
     p.add_argument("--guidance", default="1,2,4", help="comma-separated guidance scales (default 1,2,4)")
     p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
     p.add_argument("--detach", action="store_true", help="start the job and return at once")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from core.errors import StudioError
+from core.evaluation.features import FEATURES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for result.json and the grids")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--guidance", default="1,2,4", help="comma-separated guidance scales")
-    parser.add_argument("--features", choices=("evaluator", "inception"), default="evaluator")
+    parser.add_argument("--features", choices=FEATURES, default="evaluator")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-id", help="log the result to this MLflow run")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -23,11 +22,11 @@ from pydantic import BaseModel, Field
 from core.errors import StudioError
 from core.evaluation.data import Version, label_of, to_array
 from core.evaluation.evaluator import get_evaluator
+from core.evaluation.features import FeatureName, extractor
 from core.evaluation.metrics import DistributionMetrics, compare
 from core.inference.torch_backend import GenerateRequest, TorchGenerator, image_grid
 
 Progress = Callable[[float, str], None]
-FeatureName = Literal["evaluator", "inception"]
 GRID_LABELS, GRID_PER_LABEL = 10, 8
 
 
@@ -116,10 +115,7 @@ def evaluate(request: EvalRequest, out_dir: Path, progress: Progress | None = No
     version = Version.open(request.dataset)
     say(0.0, f"Preparing the evaluator for {version.ref}")
     evaluator = get_evaluator(version, progress=lambda f, text: say(0.1 * f, text))
-    if request.features == "inception":
-        from core.evaluation.inception import inception_features as extract
-    else:
-        extract = evaluator.features
+    extract = extractor(request.features, evaluator)
     labels = [label for label in evaluator.info.labels if any(label_of(i) == label for i in version.val)]
     batches = plan(version, labels, request.n)
     n = sum(count for _, _, count in batches)

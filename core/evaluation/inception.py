@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from core.errors import StudioError
+from core.evaluation.features import pooled_features
 
 INPUT_RANGE = (-1.0, 0.9921875)  # the TensorFlow Inception's input range, which FID figures use
 SIZE = 299
@@ -31,14 +32,7 @@ def _model() -> torch.jit.ScriptModule:
     return torch.jit.load(str(weights_path()), map_location="cpu").eval()
 
 
-@torch.no_grad()
-def inception_features(images: np.ndarray, batch: int = 16) -> np.ndarray:
+def inception_features(images: np.ndarray) -> np.ndarray:
     """(N, 3, H, W) uint8 -> (N, 2048) pool features."""
-    model, out = _model(), []
-    low, high = INPUT_RANGE
-    for start in range(0, len(images), batch):
-        x = torch.from_numpy(images[start : start + batch]).float() / 255.0
-        x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-        feats = model(x * (high - low) + low)
-        out.append(feats.flatten(2).mean(2).numpy() if feats.ndim > 2 else feats.numpy())
-    return np.concatenate(out)
+    model, (low, high) = _model(), INPUT_RANGE
+    return pooled_features(images, SIZE, lambda x: model(x * (high - low) + low))
