@@ -11,6 +11,7 @@ import streamlit as st
 
 from app.widgets import user_errors
 from core.datasets import curate, dedupe, stats
+from core.datasets.builtin import DESCRIPTIONS, import_builtin
 from core.datasets.draft import Draft, caption_problems, caption_tokens, delete_quarantined, draft_dir, has_unsaved_changes, load_draft, save_version, set_captions, thumbnail, undo
 from core.datasets.delete import delete_dataset, plan_deletion
 from core.datasets.export import export_folder, export_zip
@@ -55,6 +56,21 @@ def import_panel() -> None:
             st.session_state["import_report"] = report.model_dump()
             st.session_state["next_dataset"] = name
             st.rerun()
+    builtin_panel()
+
+
+def builtin_panel() -> None:
+    st.subheader("…or a built-in real dataset")
+    st.write("Read offline from Debian packages and checked against their checksums; good for a first real training run and for evaluation.")
+    for which, description in DESCRIPTIONS.items():
+        text, button = st.columns([4, 1])
+        text.markdown(f"**{which}**: {description}")
+        if button.button("📦 Import", key=f"builtin-{which}", width="stretch"):
+            with user_errors():
+                ref = import_builtin(which, progress=progress_bar(f"Importing {which}…"))
+                st.session_state["next_dataset"] = ref.partition("@")[0]
+                st.session_state["builtin_imported"] = ref
+                st.rerun()
 
 
 def show_report(report: dict) -> None:  # type: ignore[type-arg]
@@ -298,6 +314,8 @@ def render() -> None:
     choice = st.selectbox("Dataset", [*names, NEW], key="dataset_choice")
     if report := st.session_state.pop("import_report", None):
         show_report(report)
+    if imported := st.session_state.pop("builtin_imported", None):
+        st.success(f"Imported `{imported}`: train on it from the Train page.", icon="📦")
     if deleted := st.session_state.pop("deleted", None):
         st.success(deleted, icon="🗑️")
     if choice == NEW:

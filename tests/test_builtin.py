@@ -70,3 +70,16 @@ def test_missing_package_and_bad_checksum_are_one_clear_sentence(home: Path, tmp
     assert "checksum mismatch" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse refuses an unknown built-in
         main(["dataset", "import", "--builtin", "mnist"])
+
+
+def test_datasets_page_offers_the_builtins_and_explains_a_missing_package(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setattr(builtin, "FASHION_DIR", tmp_path / "absent")
+    at = AppTest.from_file(str(Path(__file__).with_name("datasets_page_app.py")), default_timeout=60).run()
+    assert any("fashion-mnist" in m.value for m in at.markdown) and any("emoji" in m.value for m in at.markdown)
+    at.button(key="builtin-fashion-mnist").click()
+    at = at.run()
+    assert not at.exception
+    [error] = at.error
+    assert error.value.endswith("is missing; install the Debian package first: sudo apt-get install -y dataset-fashion-mnist")

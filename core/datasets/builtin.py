@@ -53,6 +53,10 @@ FONT_SIZE = 109  # NotoColorEmoji is a CBDT bitmap font: it loads only at its st
 
 PACKAGES = {"fashion-mnist": ("dataset-fashion-mnist",), "emoji": ("fonts-noto-color-emoji", "unicode-data")}
 BUILTINS = tuple(PACKAGES)
+DESCRIPTIONS = {
+    "fashion-mnist": "70,000 real 28×28 clothing photos in 10 classes, official test split as val (MIT)",
+    "emoji": "about 1,870 colour emoji, each captioned with its Unicode name",
+}
 
 
 def _missing(path: Path, package: str) -> StudioError:
