@@ -12,7 +12,8 @@ from app.widgets import loss_chart, status_label, user_errors
 from core.datasets.versions import list_datasets, list_versions
 from core.errors import StudioError
 from core.training.config import build_config
-from core.training.recipes import DEMO
+from core.training.recipes import DEMO, RECIPES
+from core.training.recipes import DESCRIPTIONS as RECIPE_DESCRIPTIONS
 from jobs import control
 from jobs.cost import estimate, price_table
 from jobs.progress import job_progress
@@ -151,11 +152,24 @@ def dataset_picker() -> str | None:
     return f"{name}@{version}"
 
 
+def recipe_picker() -> None:
+    """Fill the form from a named recipe; its dataset is chosen too when the catalog has it."""
+    with st.expander("Start from a recipe"):
+        name = st.selectbox("Recipe", list(RECIPES), format_func=lambda r: f"{r}: {RECIPE_DESCRIPTIONS[r]}", key=_form_key("recipe"))
+        if st.button("Fill in the form", key=_form_key("fill_recipe")):
+            config = dict(RECIPES[name])
+            if config.get("dataset") not in {d.name for d in list_datasets()}:
+                st.warning(f"The catalog has no `{config.pop('dataset')}` dataset yet: import it on the Datasets page, then pick it here.", icon="🗂️")
+            clone_into_form(config)
+            st.toast(f"Filled in the {name} recipe.")
+
+
 def launch_form() -> None:
     _init_form()
     k = _form_key
     if take_run_clone():
         st.info("Filled in from the run you cloned on the Runs page: check the settings and launch.", icon="🧬")
+    recipe_picker()
     finished = [j for j in list_jobs(limit=50) if j.kind == "train"]
     if finished:
         with st.expander("Clone a job's settings"):

@@ -29,6 +29,18 @@ def test_empty_studio_explains_what_to_do(home: Path) -> None:
     assert next(b for b in at.button if b.label == "🚀 Launch").disabled
 
 
+
+def test_a_recipe_fills_in_the_form_and_names_a_missing_dataset(demo: str) -> None:
+    from core.training.recipes import FASHION
+
+    at = page()
+    at.selectbox(key="train.recipe").set_value("fashion")
+    at.button(key="train.fill_recipe").click().run()
+    assert not at.exception
+    assert "no `fashion-mnist` dataset yet" in at.warning[0].value
+    assert number(at, "UNet steps").value == FASHION["unet"]["steps"]
+    assert at.selectbox(key="train.dataset").value == "digits"  # the only dataset stays chosen
+
 @pytest.mark.slow
 def test_form_validates_then_launches_a_real_job(demo: str) -> None:
     from jobs import control

@@ -10,6 +10,7 @@ from typing import Any
 
 from app.commands import add_command, emit
 from core.errors import StudioError
+from core.training.recipes import DESCRIPTIONS, RECIPES
 
 
 def job_summary(job: Any) -> dict[str, Any]:
@@ -47,7 +48,6 @@ def load_launch_config(args: argparse.Namespace) -> Any:
     """The training config from --config or --recipe, with --dataset and --set applied and resolved."""
     from core.datasets.versions import resolve
     from core.training.config import build_config, load_config
-    from core.training.recipes import RECIPES
 
     overrides = list(args.set)
     if args.dataset:
@@ -161,7 +161,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def add_launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="YAML training config")
-    p.add_argument("--recipe", choices=["demo", "quick-demo"], help="start from a named recipe")
+    p.add_argument("--recipe", choices=list(RECIPES), help="start from a named recipe: " + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
     p.add_argument("--dataset", help="name@version (or name for its newest version)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--name", help="run name in MLflow")

@@ -28,4 +28,20 @@ QUICK_DEMO: dict[str, Any] = {
     "checkpoint_every": 100,
 }
 
-RECIPES = {"demo": DEMO, "quick-demo": QUICK_DEMO}
+# The built-in Fashion-MNIST (`studio dataset import --builtin fashion-mnist`): what
+# bench/quality_fashion.py trains and reports, in about 20 minutes on one CPU thread here.
+FASHION: dict[str, Any] = {
+    **DEMO,
+    "dataset": "fashion-mnist",
+    "vae": {"steps": 650, "batch_size": 32, "lr": 1e-3, "warmup_steps": 20},
+    "unet": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "warmup_steps": 20, "caption_dropout": 0.1},
+    "sample_every": 500,
+    "checkpoint_every": 250,
+}
+
+RECIPES = {"demo": DEMO, "quick-demo": QUICK_DEMO, "fashion": FASHION}
+DESCRIPTIONS = {
+    "demo": "the digits demo: tiny model, both stages, about 20 minutes on a CPU",
+    "quick-demo": "the digits demo in a few minutes: enough to see the loss fall",
+    "fashion": "Fashion-MNIST (import it on the Datasets page first): the quality benchmark's recipe",
+}
