@@ -41,6 +41,7 @@ from core.tracking import flatten
 log = logging.getLogger("core.training")
 STATUS_FILE = "status.json"
 VAL_LIMIT = 256
+SCALE_SAMPLES = 4096  # enough images to estimate the latent std; encoding all of a large set costs minutes
 
 
 @dataclass
@@ -296,7 +297,8 @@ class Trainer:
 
     def _set_latent_scale(self) -> None:
         """Scale latents to unit variance, as Stable Diffusion's 0.18215 does for its VAE."""
-        mean, _ = self._encode_stats(self.train_split)
+        n = min(len(self.train_split), SCALE_SAMPLES)
+        mean, _ = self._encode_stats(Split(self.train_split.images[:n], self.train_split.captions[:n]))
         scale = 1.0 / float(mean.std().clamp_min(1e-6))
         self.components.vae.register_to_config(scaling_factor=scale)
         log.info("Latent scaling factor: %.5f", scale)
