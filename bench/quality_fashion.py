@@ -1,13 +1,13 @@
 """Image quality on Fashion-MNIST: train the studio's own recipe, then evaluate it honestly.
 
-Imports the built-in Fashion-MNIST (Debian's dataset-fashion-mnist), trains `tiny` (VAE + UNet
-latent diffusion, a fixed step budget, 1 torch thread), and evaluates N images (balanced over the
+Imports the built-in Fashion-MNIST (Debian's dataset-fashion-mnist), trains the `fashion` recipe
+(`tiny` VAE + UNet latent diffusion, a fixed step budget, 1 torch thread), and evaluates N images (balanced over the
 10 classes, prompted with val captions, which include two held-out templates) at guidance 1, 2 and
 4 with the dataset's evaluator: prompt accuracy (with the evaluator's ceiling), Fréchet distance on
 the evaluator's features (with the real-vs-real and VAE floors), KID, coverage and sampling time.
 Target: prompt accuracy >= 0.95 with Fréchet distance <= 10 and coverage >= 0.9 at one guidance.
 
-    .venv/bin/python bench/quality_fashion.py [--vae-steps 650] [--unet-steps 1500] [--n 1000]
+    .venv/bin/python bench/quality_fashion.py [--vae-steps N] [--unet-steps N] [--n 1000] [--home DIR]
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ def main() -> None:
     from core.evaluation.evaluate import EvalRequest, evaluate
     from core.training.config import build_config
     from core.training.loop import train
+    from core.training.recipes import FASHION
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--vae-steps", type=int, default=650)
-    parser.add_argument("--unet-steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--vae-steps", type=int, default=FASHION["vae"]["steps"])
+    parser.add_argument("--unet-steps", type=int, default=FASHION["unet"]["steps"])
     parser.add_argument("--n", type=int, default=1000, help="generated images per guidance scale")
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--home", type=Path, help="reuse this studio home (keeps the import and the evaluator)")
@@ -51,12 +51,8 @@ def main() -> None:
         import_s = time.time() - started
         out = Path(os.environ["STUDIO_HOME"]) / "bench-fashion"
         config = build_config(
-            {
-                "preset": "tiny", "stage": "all", "dataset": ref, "output_dir": str(out),
-                "vae": {"steps": args.vae_steps, "batch_size": args.batch, "lr": 1e-3, "warmup_steps": 20},
-                "unet": {"steps": args.unet_steps, "batch_size": args.batch, "lr": 1e-3, "warmup_steps": 20, "caption_dropout": 0.1},
-                "validate_every": 10_000, "sample_every": 10_000, "checkpoint_every": 10_000, "log_every": 50,
-            }
+            {**FASHION, "dataset": ref, "output_dir": str(out), "validate_every": 10_000, "sample_every": 10_000, "checkpoint_every": 10_000, "log_every": 50},
+            [f"vae.steps={args.vae_steps}", f"unet.steps={args.unet_steps}"],
         )
         started = time.time()
         result = train(config)
@@ -88,7 +84,7 @@ def main() -> None:
             "quality_fashion",
             {
                 "dataset": ref,
-                "recipe": {"preset": "tiny", "vae_steps": args.vae_steps, "unet_steps": args.unet_steps, "batch": args.batch},
+                "recipe": {"name": "fashion", "vae": config.vae.model_dump(), "unet": config.unet.model_dump()},
                 "n": evaluation.n,
                 "n_real": evaluation.n_real,
                 "sampling_steps": args.sample_steps,

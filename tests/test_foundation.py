@@ -110,3 +110,14 @@ def test_version_manifest_is_jsonl(demo: str) -> None:
     folder = materialize(*resolve(demo))
     line = (folder / "manifest.jsonl").read_text().splitlines()[0]
     assert set(json.loads(line)) == {"file", "sha256", "caption", "width", "height", "split", "source"}
+
+
+def test_config_overrides_leave_the_recipe_untouched() -> None:
+    from core.training.config import build_config
+    from core.training.recipes import RECIPES
+
+    before = repr(RECIPES)
+    for name, recipe in RECIPES.items():
+        config = build_config(recipe, ["vae.steps=3", "unet.lr=0.5"])
+        assert (config.vae.steps, config.unet.lr) == (3, 0.5), name
+    assert repr(RECIPES) == before

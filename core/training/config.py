@@ -5,6 +5,7 @@ Unknown keys and out-of-range values are refused with one sentence naming the ke
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,7 +121,7 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
 
 
 def build_config(data: dict[str, Any] | None = None, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
-    data = dict(data or {})
+    data = copy.deepcopy(data or {})  # overrides must not reach into the caller's (a recipe's) sections
     for assignment in overrides:
         set_override(data, assignment)
     try:
