@@ -31,7 +31,8 @@ TARGET = {"prompt_accuracy": 0.95, "frechet": 10.0, "coverage": 0.9}
 def main() -> None:
     from bench.common import write_result
     from core.datasets.builtin import import_builtin
-    from core.evaluation.evaluate import EvalRequest, evaluate
+    from core.evaluation.evaluate import evaluate
+    from core.evaluation.request import EvalRequest
     from core.training.config import build_config
     from core.training.loop import train
     from core.training.recipes import FASHION

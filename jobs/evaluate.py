@@ -17,7 +17,8 @@ from pathlib import Path
 
 from core.db import Job, new_id, session_scope
 from core.errors import StudioError
-from core.evaluation.evaluate import EvalRequest, EvalResult
+from core.evaluation.evaluate import EvalResult
+from core.evaluation.request import EvalRequest
 from core.settings import get_settings
 from jobs.records import FINAL, RUNNING, get_job, list_jobs, transition, update_job
 
@@ -57,6 +58,14 @@ def submit(request: EvalRequest) -> Job:
     )
     update_job(job_id, pid=proc.pid)
     return get_job(job_id)
+
+
+def after_training(job: Job) -> Job | None:
+    """Start the evaluation a succeeded training job's config asks for (its `evaluate:` section)."""
+    settings = job.config.get("evaluate")
+    if job.status != "succeeded" or not settings or not job.mlflow_run_id:
+        return None
+    return submit(EvalRequest(**settings, model=job.mlflow_run_id, dataset=job.dataset or job.config["dataset"]))
 
 
 def command(job: Job) -> list[str]:

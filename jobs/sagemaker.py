@@ -354,6 +354,9 @@ def sync(job_id: str, client: Any = None) -> CloudStatus:
             fields["failure_reason"] = state.failure_reason or "SageMaker reported the job as failed."
         if transition(job_id, RUNNING, **fields) and state.status in FINAL:
             set_run_status(job.mlflow_run_id, {"succeeded": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}[state.status])
+            from jobs.evaluate import after_training
+
+            after_training(get_job(job_id))  # the model is in the MLflow run; the evaluation runs here
     return state
 
 

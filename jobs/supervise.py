@@ -70,6 +70,7 @@ def main(job_id: str) -> int:
     if code == 0 and state in ("succeeded", "stopped"):
         update_job(job_id, status=state, exit_code=0, failure_reason=None)
         set_run_status(job.mlflow_run_id, "FINISHED" if state == "succeeded" else "KILLED")
+        evaluate_after(job_id, Path(job.log_path))
     elif stop_requested.is_set():
         update_job(job_id, status="stopped", exit_code=code, failure_reason="Stopped before the training process saved a checkpoint.")
         set_run_status(job.mlflow_run_id, "KILLED")
@@ -78,6 +79,23 @@ def main(job_id: str) -> int:
         set_run_status(job.mlflow_run_id, "FAILED")
     schedule()
     return 0
+
+
+def evaluate_after(job_id: str, log_path: Path) -> None:
+    """Start the evaluation the config asks for; a refusal goes to the job's log, not its status."""
+    from core.errors import StudioError
+    from jobs.evaluate import after_training
+    from jobs.records import get_job
+
+    try:
+        evaluation = after_training(get_job(job_id))
+    except StudioError as exc:
+        message = f"The evaluation after training could not start: {exc}"
+    else:
+        message = f"Started evaluation job {evaluation.id}." if evaluation else ""
+    if message:
+        with open(log_path, "a") as log:
+            log.write(message + "\n")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def evaluate_section(run_id: str, dataset: str | None, has_model: bool = True) -
             features = c[2].selectbox("Features", FEATURES, help="  \n".join(f"**{k}**: {v}" for k, v in DESCRIPTIONS.items()))
             guidance = c[3].text_input("Guidance", "1,2,4")
             if st.form_submit_button("🧪 Evaluate", type="primary"):
-                from core.evaluation.evaluate import EvalRequest
+                from core.evaluation.request import EvalRequest
 
                 scales = [float(g) for g in guidance.split(",") if g.strip()]
                 job = jobs.submit(EvalRequest(model=run_id, dataset=ref, n=int(n), features=features, guidance=scales))

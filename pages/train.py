@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "zero_stage": "off",
     "offload": False,
+    "evaluate": False,
+    "evaluate_n": 200,
 }
 
 
@@ -82,6 +84,8 @@ def clone_into_form(config: dict[str, Any]) -> None:
         "seed": config.get("seed", 0),
         "zero_stage": str(ds["zero_stage"]) if ds else "off",
         "offload": bool(ds and ds.get("offload_optimizer")),
+        "evaluate": bool(config.get("evaluate")),
+        "evaluate_n": (config.get("evaluate") or {}).get("n", DEFAULTS["evaluate_n"]),
     }
     for name, value in values.items():
         st.session_state[_form_key(name)] = value
@@ -127,6 +131,8 @@ def config_from_form(dataset: str, v: dict[str, Any]) -> dict[str, Any]:
     }
     if v["base_model"]:
         data["base_model"] = v["base_model"]
+    if v["evaluate"]:
+        data["evaluate"] = {"n": v["evaluate_n"]}
     if v["zero_stage"] != "off":
         data["deepspeed"] = {"zero_stage": int(v["zero_stage"]), "offload_optimizer": v["offload"]}
     return data
@@ -207,6 +213,9 @@ def launch_form() -> None:
         d1, d2 = st.columns(2)
         d1.selectbox("DeepSpeed ZeRO stage", ["off", "0", "1", "2", "3"], key=k("zero_stage"), help="Runs under torchrun; 2 shards optimizer state and gradients.")
         d2.checkbox("Offload optimizer to CPU", key=k("offload"))
+        e1, e2 = st.columns(2)
+        e1.checkbox("Evaluate when training finishes", key=k("evaluate"), help="Starts an evaluation job (prompt accuracy, Fréchet distance, coverage at guidance 1, 2, 4) against the dataset's val split; the results appear in the Runs page.")
+        e2.number_input("Images per guidance", min_value=10, max_value=100_000, step=50, key=k("evaluate_n"), disabled=not st.session_state[k("evaluate")])
 
     backend = st.radio("Run on", ["local", "sagemaker"], horizontal=True, key=k("backend"), format_func={"local": "This machine", "sagemaker": "Amazon SageMaker"}.get)
     cloud: dict[str, Any] | None = None

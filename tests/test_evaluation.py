@@ -102,6 +102,7 @@ def test_imagenet_features_ship_offline_and_separate_real_from_noise(digits_eval
     assert features.shape == (48, 1280) and np.isfinite(features).all()
     assert frechet_distance(features, extract(noise)) > 3 * frechet_distance(features, extract(other))
 
+
 @pytest.mark.slow
 def test_eval_job_end_to_end_with_results_in_mlflow_and_the_comparison(demo: str, trained_model: Path, digits_evaluator, capsys) -> None:  # type: ignore[no-untyped-def]
     import shutil
@@ -156,3 +157,26 @@ def test_eval_job_end_to_end_with_results_in_mlflow_and_the_comparison(demo: str
     # A bad request is one sentence and exit status 2.
     assert main(["eval", runs[1], "--dataset", "nope@000000000000"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_training_with_evaluate_starts_an_evaluation_when_it_succeeds(demo: str, digits_evaluator) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from core.evaluation.evaluator import evaluator_dir
+    from core.tracking import get_tracking
+    from core.training.config import build_config
+    from jobs import evaluate as eval_jobs
+    from jobs.local import submit
+    from jobs.records import get_job
+    from tests.conftest import TINY_OVERRIDES
+    from tests.test_jobs_local import wait_until
+
+    shutil.copytree(digits_evaluator[2], evaluator_dir(demo))
+    config = build_config({"dataset": demo, "evaluate": {"n": 10, "guidance": [1], "steps": 2}}, TINY_OVERRIDES)
+    job = submit(config)
+    wait_until(lambda: get_job(job.id).status in ("succeeded", "failed"), what="the training job to end")
+    assert get_job(job.id).status == "succeeded", get_job(job.id).failure_reason
+    wait_until(lambda: [e.status for e in eval_jobs.evaluations(job.mlflow_run_id)] == ["succeeded"], timeout=240, what="the evaluation")
+    assert "eval/evaluator/cfg1/prompt_accuracy" in get_tracking().client.get_run(job.mlflow_run_id).data.metrics
+    assert "Started evaluation job" in Path(job.log_path).read_text()

@@ -39,6 +39,7 @@ def test_a_recipe_fills_in_the_form_and_names_a_missing_dataset(demo: str) -> No
     assert not at.exception
     assert "no `fashion-mnist` dataset yet" in at.warning[0].value
     assert number(at, "UNet steps").value == FASHION["unet"]["steps"]
+    assert at.checkbox(key="train.evaluate").value and number(at, "Images per guidance").value == FASHION["evaluate"]["n"]
     assert at.selectbox(key="train.dataset").value == "digits"  # the only dataset stays chosen
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ def summary(result: Any) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from core.evaluation.evaluate import EvalRequest
+    from core.evaluation.request import EvalRequest
     from jobs import evaluate as jobs
 
     try:

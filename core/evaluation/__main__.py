@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from pydantic import ValidationError
 
-    from core.evaluation.evaluate import EvalRequest, evaluate
+    from core.evaluation.evaluate import evaluate
+    from core.evaluation.request import EvalRequest
     from core.settings import get_settings
 
     torch.set_num_threads(get_settings().torch_threads)

@@ -23,21 +23,12 @@ from core.errors import StudioError
 from core.evaluation.data import Version, label_of, to_array
 from core.evaluation.evaluator import get_evaluator
 from core.evaluation.features import FeatureName, extractor
+from core.evaluation.request import EvalRequest
 from core.evaluation.metrics import DistributionMetrics, compare
 from core.inference.torch_backend import GenerateRequest, TorchGenerator, image_grid
 
 Progress = Callable[[float, str], None]
 GRID_LABELS, GRID_PER_LABEL = 10, 8
-
-
-class EvalRequest(BaseModel):
-    model: str = Field(description="An MLflow run id or a model folder.")
-    dataset: str = Field(description="name@version (or name for the newest).")
-    n: int = Field(1000, ge=10, le=100_000, description="Generated images per guidance scale.")
-    guidance: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0], min_length=1)
-    features: FeatureName = "evaluator"
-    steps: int = Field(25, ge=1, le=200, description="Sampling steps.")
-    seed: int = 0
 
 
 class GuidanceResult(BaseModel):

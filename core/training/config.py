@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import StudioError
+from core.evaluation.request import EvalSettings
 
 
 class Strict(BaseModel):
@@ -77,6 +78,7 @@ class TrainConfig(Strict):
     sample_seed: int = 1234
     device: Literal["auto", "cpu", "cuda"] = "auto"
     deepspeed: DeepSpeedConfig | None = None
+    evaluate: EvalSettings | None = Field(None, description="An evaluation job against the dataset's val split, started when training succeeds.")
     mlflow_run_id: str | None = None
     run_name: str | None = None
 
@@ -86,6 +88,8 @@ class TrainConfig(Strict):
             raise ValueError("preset 'finetune' needs base_model, a local model folder")
         if self.dataset is None and self.data_dir is None:
             raise ValueError("give a dataset (name@version) or a data_dir")
+        if self.evaluate is not None and self.dataset is None:
+            raise ValueError("evaluate needs a catalog dataset (name@version) to compare with")
         if self.unet.lora_rank and self.preset != "finetune":
             raise ValueError("LoRA (unet.lora_rank) is for fine-tuning; use preset 'finetune'")
         return self

@@ -37,6 +37,7 @@ FASHION: dict[str, Any] = {
     "unet": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "warmup_steps": 20, "caption_dropout": 0.1},
     "sample_every": 500,
     "checkpoint_every": 250,
+    "evaluate": {"n": 200},
 }
 
 RECIPES = {"demo": DEMO, "quick-demo": QUICK_DEMO, "fashion": FASHION}
