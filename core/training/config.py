@@ -65,7 +65,7 @@ class TrainConfig(Strict):
     unet: UnetConfig = UnetConfig()
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     gradient_checkpointing: bool = False
-    cache_latents: bool = True
+    cache_latents: bool = Field(True, description="Encode the train split once, when the run sees at least that many images.")
     log_every: int = Field(10, ge=1)
     validate_every: int = Field(100, ge=1)
     sample_every: int = Field(250, ge=1)

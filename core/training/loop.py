@@ -323,7 +323,10 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         if state and state.get("lora"):
             load_lora_state(c.unet, state["lora"])
-        cache = self._encode_stats(self.train_split) if self.config.cache_latents else None
+        # Encoding the whole split up front pays off only when the run sees at least that many images;
+        # decided on the total step count so a resumed run makes the same choice.
+        worth_it = cfg.steps * cfg.batch_size * cfg.grad_accum >= len(self.train_split)
+        cache = self._encode_stats(self.train_split) if self.config.cache_latents and worth_it else None
         embeddings = None if train_text else self._embed_captions(self.train_split.captions + self.val_split.captions + [""])
         scale = c.vae.config.scaling_factor
         tick, seen = time.perf_counter(), 0

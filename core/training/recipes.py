@@ -29,14 +29,16 @@ QUICK_DEMO: dict[str, Any] = {
 }
 
 # The built-in Fashion-MNIST (`studio dataset import --builtin fashion-mnist`): what
-# bench/quality_fashion.py trains and reports, in about 20 minutes on one CPU thread here.
+# bench/quality_fashion.py trains and reports, in under 30 minutes on one CPU thread here.
+# Small batches: at a fixed image budget, more updates reconstruct better (VAE val PSNR 26.4 dB at
+# batch 8 against 24.2 dB at batch 32, over the same 20,800 images).
 FASHION: dict[str, Any] = {
     **DEMO,
     "dataset": "fashion-mnist",
-    "vae": {"steps": 650, "batch_size": 32, "lr": 1e-3, "warmup_steps": 20},
-    "unet": {"steps": 1500, "batch_size": 32, "lr": 1e-3, "warmup_steps": 20, "caption_dropout": 0.1},
-    "sample_every": 500,
-    "checkpoint_every": 250,
+    "vae": {"steps": 2600, "batch_size": 8, "lr": 2e-3, "warmup_steps": 50},
+    "unet": {"steps": 2400, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50, "caption_dropout": 0.1},
+    "sample_every": 600,
+    "checkpoint_every": 300,
     "evaluate": {"n": 200},
 }
 
