@@ -82,13 +82,33 @@ def test_metric_sanity_real_blur_noise_and_class_means(digits_evaluator) -> None
     assert noise_fd > 5 * floor.frechet and noise_fd > 2 * blur_fd
     assert floor.coverage > 0.5
     # Ten distinct images: no recall, and far less coverage than real images have. (On 180 digits
-    # with a briefly trained evaluator the 5-NN balls are wide, so coverage stays near 0.4, not 0.)
+    # the 5-NN balls are wide, so coverage stays near 0.4; on Fashion-MNIST it is under 0.1, below.)
     assert mean_metrics.recall < 0.1 and mean_metrics.coverage < 0.75 * floor.coverage
     # ...while a classifier still calls most class means by their class: accuracy alone is gameable.
     predicted = evaluator.predict(means)
     assert (np.array(evaluator.info.labels)[predicted] == labels).mean() > 0.5
 
 
+
+@pytest.mark.slow
+def test_class_mean_images_cover_almost_nothing_on_fashion_mnist(home: Path) -> None:
+    from core.datasets import builtin
+    from core.evaluation.data import Version, label_of
+    from core.evaluation.evaluator import train_evaluator
+
+    if not builtin.FASHION_DIR.exists():
+        pytest.skip("Fashion-MNIST is missing; install it with: sudo apt-get install -y dataset-fashion-mnist")
+    version = Version.open(builtin.import_builtin("fashion-mnist", limit=60))  # 600 train, 600 val
+    evaluator = train_evaluator(version, steps=200, seed=0)
+    real = version.images(version.val)
+    other_items = [version.train[i] for i in np.random.default_rng(0).permutation(len(version.train))[: len(real)]]
+    other = version.images(other_items)
+    labels = np.array([label_of(i) for i in other_items])
+    means = np.stack([other[labels == label].mean(0) for label in labels]).round().astype(np.uint8)
+    features = evaluator.features(real)
+    floor, mean_metrics = compare(features, evaluator.features(other)), compare(features, evaluator.features(means))
+    assert floor.coverage > 0.9 and floor.recall > 0.9
+    assert mean_metrics.coverage < 0.1 and mean_metrics.recall < 0.1 and mean_metrics.frechet > 10 * floor.frechet
 
 def test_imagenet_features_ship_offline_and_separate_real_from_noise(digits_evaluator) -> None:  # type: ignore[no-untyped-def]
     from core.evaluation.features import extractor
