@@ -31,12 +31,14 @@ QUICK_DEMO: dict[str, Any] = {
 # The built-in Fashion-MNIST (`studio dataset import --builtin fashion-mnist`): what
 # bench/quality_fashion.py trains and reports, in under 30 minutes on one CPU thread here.
 # Small batches: at a fixed image budget, more updates reconstruct better (VAE val PSNR 26.4 dB at
-# batch 8 against 24.2 dB at batch 32, over the same 20,800 images).
+# batch 8 against 24.2 dB at batch 32, over the same 20,800 images). The text encoder trains: a
+# frozen random one leaves prompts with unseen templates unconditioned (prompt accuracy 0.21 on
+# "an image of …" against 0.88 when it trains; Fréchet distance 60.9 against 33.2 at guidance 2).
 FASHION: dict[str, Any] = {
     **DEMO,
     "dataset": "fashion-mnist",
     "vae": {"steps": 2600, "batch_size": 8, "lr": 2e-3, "warmup_steps": 50},
-    "unet": {"steps": 2400, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50, "caption_dropout": 0.1},
+    "unet": {"steps": 2400, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50, "caption_dropout": 0.1, "train_text_encoder": True},
     "sample_every": 600,
     "checkpoint_every": 300,
     "evaluate": {"n": 200},
