@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     "unet_steps": DEMO["unet"]["steps"],
     "batch_size": DEMO["unet"]["batch_size"],
     "lr": DEMO["unet"]["lr"],
+    "vae_batch_size": DEMO["vae"]["batch_size"],
+    "vae_lr": DEMO["vae"]["lr"],
+    "train_text": False,
     "ema": 0.0,
     "min_snr": 5.0,
     "v_prediction": False,
@@ -69,6 +72,9 @@ def clone_into_form(config: dict[str, Any]) -> None:
         "unet_steps": unet.get("steps", DEFAULTS["unet_steps"]),
         "batch_size": unet.get("batch_size", DEFAULTS["batch_size"]),
         "lr": unet.get("lr", DEFAULTS["lr"]),
+        "vae_batch_size": vae.get("batch_size", DEFAULTS["vae_batch_size"]),
+        "vae_lr": vae.get("lr", DEFAULTS["vae_lr"]),
+        "train_text": unet.get("train_text_encoder", False),
         "ema": unet.get("ema_decay") or 0.0,
         "min_snr": unet.get("min_snr_gamma") or 0.0,
         "v_prediction": unet.get("prediction_type") == "v_prediction",
@@ -89,6 +95,7 @@ def clone_into_form(config: dict[str, Any]) -> None:
     }
     for name, value in values.items():
         st.session_state[_form_key(name)] = value
+    st.session_state[_form_key("base")] = config  # what the form does not show (warmup, dropout…) is kept
     if config.get("dataset"):
         name, _, version = config["dataset"].partition("@")
         st.session_state[_form_key("dataset")] = name
@@ -104,16 +111,25 @@ def take_run_clone() -> bool:
     return True
 
 
-def config_from_form(dataset: str, v: dict[str, Any]) -> dict[str, Any]:
-    """The form's values as a TrainConfig mapping (validated by `build_config`)."""
-    stage = {"batch_size": v["batch_size"], "lr": v["lr"]}
+# Keys of a cloned job's or a recipe's config that belong to that run, not to a new one.
+NOT_CLONED = ("dataset", "data_dir", "output_dir", "checkpoint_dir", "mlflow_run_id", "run_name", "processes", "sagemaker", "deepspeed", "evaluate", "base_model")
+
+
+def config_from_form(dataset: str, v: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The form's values as a TrainConfig mapping (validated by `build_config`), over `base`: the
+    config the form was filled from, whose settings the form does not show are kept."""
+    kept = {k: val for k, val in (base or {}).items() if k not in NOT_CLONED}
     data: dict[str, Any] = {
+        **kept,
         "preset": v["preset"],
         "stage": v["stage"],
         "dataset": dataset,
-        "vae": {**stage, "steps": v["vae_steps"]},
+        "vae": {**kept.get("vae", {}), "batch_size": v["vae_batch_size"], "lr": v["vae_lr"], "steps": v["vae_steps"]},
         "unet": {
-            **stage,
+            **kept.get("unet", {}),
+            "batch_size": v["batch_size"],
+            "lr": v["lr"],
+            "train_text_encoder": v["train_text"],
             "steps": v["unet_steps"],
             "ema_decay": v["ema"] or None,
             "min_snr_gamma": v["min_snr"] or None,
@@ -132,7 +148,7 @@ def config_from_form(dataset: str, v: dict[str, Any]) -> dict[str, Any]:
     if v["base_model"]:
         data["base_model"] = v["base_model"]
     if v["evaluate"]:
-        data["evaluate"] = {"n": v["evaluate_n"]}
+        data["evaluate"] = {**((base or {}).get("evaluate") or {}), "n": v["evaluate_n"]}
     if v["zero_stage"] != "off":
         data["deepspeed"] = {"zero_stage": int(v["zero_stage"]), "offload_optimizer": v["offload"]}
     return data
@@ -194,11 +210,14 @@ def launch_form() -> None:
     c1, c2, c3, c4 = st.columns(4)
     c1.number_input("VAE steps", min_value=0, step=50, key=k("vae_steps"))
     c2.number_input("UNet steps", min_value=0, step=50, key=k("unet_steps"))
-    c3.number_input("Batch size", min_value=1, max_value=4096, key=k("batch_size"))
-    c4.number_input("Learning rate", min_value=1e-7, max_value=1.0, format="%.6f", key=k("lr"))
+    c3.number_input("Batch size", min_value=1, max_value=4096, key=k("batch_size"), help="The UNet's; the VAE's is under Advanced.")
+    c4.number_input("Learning rate", min_value=1e-7, max_value=1.0, format="%.6f", key=k("lr"), help="The UNet's; the VAE's is under Advanced.")
 
     with st.expander("Advanced"):
         a1, a2, a3 = st.columns(3)
+        a1.number_input("VAE batch size", min_value=1, max_value=4096, key=k("vae_batch_size"))
+        a2.number_input("VAE learning rate", min_value=1e-7, max_value=1.0, format="%.6f", key=k("vae_lr"))
+        a3.checkbox("Train the text encoder", key=k("train_text"), help="Learns the prompts' words with the UNet; without it the text encoder stays as initialised. Helps prompts worded unlike the captions.")
         a1.number_input("EMA decay (0 = off)", min_value=0.0, max_value=0.99999, format="%.5f", key=k("ema"), help="Keep an exponential moving average of the UNet weights, e.g. 0.999.")
         a2.number_input("Min-SNR γ (0 = off)", min_value=0.0, key=k("min_snr"), help="Min-SNR loss weighting; 5 is the paper's value.")
         a3.number_input("Noise offset", min_value=0.0, max_value=1.0, key=k("noise_offset"), help="Helps very dark or bright images; 0.05–0.1.")
@@ -243,7 +262,7 @@ def launch_form() -> None:
     if st.button("🚀 Launch", type="primary", disabled=dataset is None, key=k("launch")):
         values = {name: st.session_state[_form_key(name)] for name in DEFAULTS}
         try:
-            config = build_config(config_from_form(dataset, values))
+            config = build_config(config_from_form(dataset, values, st.session_state.get(k("base"))))
         except StudioError as exc:
             st.error(str(exc), icon="⚠️")
             return

@@ -40,7 +40,20 @@ def test_a_recipe_fills_in_the_form_and_names_a_missing_dataset(demo: str) -> No
     assert "no `fashion-mnist` dataset yet" in at.warning[0].value
     assert number(at, "UNet steps").value == FASHION["unet"]["steps"]
     assert at.checkbox(key="train.evaluate").value and number(at, "Images per guidance").value == FASHION["evaluate"]["n"]
+    assert number(at, "VAE batch size").value == FASHION["vae"]["batch_size"] and at.checkbox(key="train.train_text").value
     assert at.selectbox(key="train.dataset").value == "digits"  # the only dataset stays chosen
+
+
+def test_the_form_keeps_what_it_does_not_show_of_the_config_it_was_filled_from() -> None:
+    from core.training.config import build_config
+    from core.training.recipes import FASHION
+    from pages.train import DEFAULTS, config_from_form
+
+    values = {**DEFAULTS, "vae_batch_size": 8, "train_text": True}
+    config = build_config(config_from_form("fashion-mnist", values, FASHION), [])
+    assert config.unet.warmup_steps == FASHION["unet"]["warmup_steps"] and config.unet.train_text_encoder
+    assert (config.vae.batch_size, config.unet.batch_size, config.evaluate) == (8, DEFAULTS["batch_size"], None)  # the form wins
+
 
 @pytest.mark.slow
 def test_form_validates_then_launches_a_real_job(demo: str) -> None:
