@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -45,13 +46,29 @@ def status_label(status: str) -> str:
     return f"{STATUS_ICONS.get(status, '•')} {status.lower()}"
 
 
+LEGEND_PX = 40
+
+
 def loss_chart(rows: list[dict], keys: tuple[str, ...], height: int = 220) -> None:
-    """A line chart of the given metric keys against step, from metrics.jsonl rows."""
-    frame = pd.DataFrame([{k: r[k] for k in ("step", *keys) if k in r} for r in rows if any(k in r for k in keys)])
+    """A line chart of the given metric keys against step, from metrics.jsonl rows.
+
+    Long format, one series per key: validation metrics come every few hundred steps, and in a wide
+    table their gaps would break their lines into invisible single points."""
+    frame = pd.DataFrame([{"step": r["step"], "metric": k, "value": r[k]} for r in rows if "step" in r for k in keys if r.get(k) is not None])
     if frame.empty:
         st.caption("No metrics yet.")
         return
-    st.line_chart(frame.groupby("step").last(), height=height)
+    chart = (
+        alt.Chart(frame)
+        .mark_line()
+        .encode(
+            x=alt.X("step:Q", title=None, scale=alt.Scale(zero=False, nice=False)),
+            y=alt.Y("value:Q", title=None),
+            color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
+            tooltip=["metric", "step", "value"],
+        )
+    )
+    st.altair_chart(chart, width="stretch", height=height + LEGEND_PX)  # the legend takes its share
 
 
 def pick(label: str, options: dict[str, str], state_key: str) -> str:
