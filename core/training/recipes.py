@@ -29,7 +29,7 @@ QUICK_DEMO: dict[str, Any] = {
 }
 
 # The built-in Fashion-MNIST (`studio dataset import --builtin fashion-mnist`): what
-# bench/quality_fashion.py trains and reports, in under 30 minutes on one CPU thread here.
+# bench/quality_fashion.py trains and reports, in about 30 minutes on one CPU thread here.
 # Small batches: at a fixed image budget, more updates reconstruct better (VAE val PSNR 26.4 dB at
 # batch 8 against 24.2 dB at batch 32, over the same 20,800 images). The text encoder trains: a
 # frozen random one leaves prompts with unseen templates unconditioned (prompt accuracy 0.21 on
