@@ -43,7 +43,9 @@ def main(job_id: str) -> int:
         stop_requested.set()
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
-            threading.Timer(GRACE_SECONDS, lambda: child.poll() is None and child.kill()).start()
+            timer = threading.Timer(GRACE_SECONDS, lambda: child.poll() is None and child.kill())
+            timer.daemon = True  # the supervisor waits for the child anyway; an exited child must not keep it up
+            timer.start()
 
     signal.signal(signal.SIGTERM, on_term)
     # Imported after the handler is in place: a stop may come while MLflow is still importing.
