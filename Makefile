@@ -4,13 +4,17 @@ VENV := .venv
 PIP := $(VENV)/bin/pip
 TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
 
-.PHONY: studio test test-airflow install install-test system-deps bench lint clean
+.PHONY: studio test screenshots test-airflow install install-test system-deps bench lint clean
 
 studio: install
 	$(VENV)/bin/streamlit run app/main.py
 
 test: install-test
 	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup tests
+
+# The README's screenshots, refreshed from the browser tests (a plain test run writes them to a temp folder).
+screenshots: install-test
+	STUDIO_SCREENSHOTS=1 $(VENV)/bin/python -m pytest -n 0 -m browser tests/test_home.py tests/test_datasets_browser.py tests/test_runs_browser.py tests/test_playground.py
 
 # torch first (the pinned build: CPU here, CUDA on a GPU host), then everything else without build
 # isolation so DeepSpeed builds against that torch, with its CUDA ops compiled just in time

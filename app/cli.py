@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("Interrupted; jobs keep running (`studio jobs list`).", file=sys.stderr)
+        print("Interrupted; jobs keep running (`studio job list`).", file=sys.stderr)
         return 130
 
 

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.files import atomic_write_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -28,11 +30,8 @@ def machine() -> dict[str, Any]:
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """Write bench/results/<name>.json (atomically) and print it."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": name, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result, "machine": machine()}
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(result, indent=1, default=str))
     print(json.dumps(result, indent=1, default=str))
     return path

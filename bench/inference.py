@@ -3,7 +3,7 @@
 20 steps, DDIM, guidance 3 (fused CFG batch), batch 1 and 4; the median of repeated runs in one
 process, after a warm-up; one thread each (DESIGN.md). Writes bench/results/inference.json.
 
-    .venv/bin/python -m bench.inference [--repeats 7] [--preset tiny]
+    .venv/bin/python bench/inference.py [--repeats 7] [--preset tiny]
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import repo_on_path  # noqa: F401  (first: benchmarks run as files)
 
 import core  # noqa: F401
 import torch

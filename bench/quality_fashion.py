@@ -23,11 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import repo_on_path  # noqa: F401  (first: benchmarks run as files)
 
-import core  # noqa: E402,F401
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import core  # noqa: F401
+import numpy as np
+import torch
 
 TARGET = {"prompt_accuracy": 0.95, "frechet": 10.0, "coverage": 0.9}
 PER_TEMPLATE = 8  # images per class and template

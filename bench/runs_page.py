@@ -17,42 +17,33 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from repo_on_path import REPO  # first: benchmarks run as files
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def seed(home: Path, n_runs: int, steps: int) -> float:
     """Fill the store in `home`; returns the seconds it took."""
-    from mlflow.entities import Metric, Param
-
     from core.settings import reset_settings
-    from core.tracking import create_run, flatten, get_tracking
+    from core.tracking import create_run, flatten
+    from core.tracking.writes import log_params, log_rows, set_status
     from core.training.config import build_config
 
     os.environ["STUDIO_HOME"] = str(home)
     reset_settings()
     started = time.perf_counter()
-    client = get_tracking().client
     for i in range(n_runs):
         config = build_config({"dataset": f"digits@{i % 7:012x}", "seed": i, "unet": {"lr": 1e-4 * (1 + i % 10)}})
         run_id = create_run(f"bench-{i:03d}", {"dataset": config.dataset, "preset": "tiny", "stage": "all", "backend": "local", "job_id": f"job{i:03d}"})
-        params = [Param(k, v) for k, v in flatten(config.model_dump(mode="json")).items()]
-        client.log_batch(run_id, params=params[:100])
-        t0 = 1_700_000_000_000 + i * 3_600_000
-        metrics = [
-            Metric(key, value, t0 + s * 1000, s)
-            for s in range(1, steps + 1)
-            for key, value in (("loss", 1.0 / (1 + s * (1 + i % 5) / 100)), ("lr", 1e-3), ("val_loss", 1.1 / (1 + s / 90)))
-        ]
-        for j in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[j : j + 1000])
-        client.set_terminated(run_id, "FINISHED" if i % 10 else "FAILED")
+        log_params(run_id, dict(list(flatten(config.model_dump(mode="json")).items())[:100]))
+        t0 = 1_700_000_000 + i * 3_600
+        rows = [{"step": s, "time": t0 + s, "loss": 1.0 / (1 + s * (1 + i % 5) / 100), "lr": 1e-3, "val_loss": 1.1 / (1 + s / 90)} for s in range(1, steps + 1)]
+        log_rows(run_id, rows)
+        set_status(run_id, "FINISHED" if i % 10 else "FAILED")
     return time.perf_counter() - started
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import repo_on_path  # noqa: F401  (first: benchmarks run as files)
 
-import core  # noqa: E402,F401
-import torch  # noqa: E402
+import core  # noqa: F401
+import torch
 
 
 def bare_loop(steps: int, batch: int, warmup: int) -> float:

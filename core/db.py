@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, inspect, text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -63,6 +63,7 @@ class Job(Base):
     queue_position: Mapped[int] = mapped_column(Integer, default=0)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid_started: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # clock ticks after boot: tells a reused pid apart
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     log_path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     sagemaker_job_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -98,6 +99,7 @@ class Pipeline(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     config_path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid_started: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -6,14 +6,15 @@ temporary name first and are renamed into place, so a reader never sees half a f
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
+from core.aws import aws_errors, client
 from core.errors import StudioError
+from core.files import atomic_copy, atomic_write_bytes, is_temp
 from core.settings import Settings, get_settings
 
 
@@ -40,20 +41,10 @@ class LocalStore:
         return path
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
+        atomic_write_bytes(self.path(key), data)
 
     def put_file(self, key: str, path: Path) -> None:
-        dest = self.path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        os.close(fd)
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, dest)
+        atomic_copy(path, self.path(key))
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -74,8 +65,9 @@ class LocalStore:
             yield prefix
             return
         for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith(".tmp-"):
-                yield path.relative_to(self.root).as_posix()
+            rel = path.relative_to(self.root)
+            if path.is_file() and not is_temp(rel):
+                yield rel.as_posix()
 
     def delete_prefix(self, prefix: str) -> None:
         path = self.path(prefix)
@@ -90,45 +82,32 @@ class LocalStore:
 
 class S3Store:
     def __init__(self, bucket: str, prefix: str = "", region: str = "us-east-1") -> None:
-        import boto3  # imported here: the local store must not pay for boto3's import
-
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.client = boto3.client("s3", region_name=region)
+        self.client = client("s3", region)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _call(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-        try:
-            return fn(*args, **kwargs)
-        except NoCredentialsError:
-            raise StudioError("No AWS credentials were found; set AWS_PROFILE or AWS_ACCESS_KEY_ID.") from None
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchBucket",):
-                raise StudioError(f"The S3 bucket {self.bucket!r} does not exist.") from None
-            if code in ("NoSuchKey", "404"):
-                raise StudioError(f"The S3 object {args or kwargs} does not exist.") from None
-            raise StudioError(f"S3 refused the request ({code}): {exc.response['Error'].get('Message', '')}") from None
-        except BotoCoreError as exc:
-            raise StudioError(f"S3 could not be reached: {exc}") from None
+    def _errors(self, key: str | None = None) -> AbstractContextManager[None]:
+        return aws_errors("S3", self.bucket, self._key(key) if key is not None else None)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self._call(self.client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data)
+        with self._errors(key):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def put_file(self, key: str, path: Path) -> None:
-        self._call(self.client.upload_file, str(path), self.bucket, self._key(key))
+        with self._errors(key):
+            self.client.upload_file(str(path), self.bucket, self._key(key))
 
     def get_bytes(self, key: str) -> bytes:
-        response = self._call(self.client.get_object, Bucket=self.bucket, Key=self._key(key))
-        return response["Body"].read()
+        with self._errors(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
 
     def download(self, key: str, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        self._call(self.client.download_file, self.bucket, self._key(key), str(dest))
+        with self._errors(key):
+            self.client.download_file(self.bucket, self._key(key), str(dest))
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError
@@ -142,14 +121,16 @@ class S3Store:
     def list(self, prefix: str) -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        pages = self._call(lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix))))
+        with self._errors():
+            pages = list(paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)))
         for page in pages:
             for obj in page.get("Contents", []):
                 yield obj["Key"][strip:]
 
     def delete_prefix(self, prefix: str) -> None:
         for key in list(self.list(prefix)):
-            self._call(self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
+            with self._errors(key):
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

@@ -1,51 +1,71 @@
-"""What the Train page and the CLI call: one verb per action, whichever backend runs the job."""
+"""What the pages and the CLI call: one verb per action, whichever backend runs the job.
+
+Each verb looks the job's backend up by name (the row's `backend`) and calls it; see `jobs.backend`.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.db import Job
+from core.errors import StudioError
+from core.evaluation.request import EvalRequest
 from core.training.config import TrainConfig
-from jobs import local, records
-from jobs.records import get_job
+from jobs import evaluate, local, records
+from jobs import sagemaker as cloud
+from jobs.backend import Backend, TrainRequest
 
-BACKENDS = ("local", "sagemaker")
+BACKENDS: dict[str, Backend[Any]] = {local.BACKEND: local, cloud.BACKEND: cloud, evaluate.BACKEND: evaluate}
+TRAINING_BACKENDS = (local.BACKEND, cloud.BACKEND)
 
 
-def launch(config: TrainConfig, backend: str = "local", name: str | None = None, processes: int = 1, sagemaker: dict | None = None) -> Job:
+def backend_of(job: Job) -> Backend[Any]:
+    return BACKENDS[job.backend]
+
+
+def launch(config: TrainConfig, backend: str = local.BACKEND, name: str | None = None, processes: int = 1, sagemaker: dict | None = None) -> Job:
     """Submit a training job; `sagemaker` holds the cloud options (see `jobs.sagemaker.SageMakerLaunch`)."""
-    if backend == "sagemaker":
-        from jobs.sagemaker import SageMakerLaunch, submit
+    if backend not in TRAINING_BACKENDS:
+        raise StudioError(f"There is no training backend {backend!r}; choose one of {', '.join(TRAINING_BACKENDS)}.")
+    return BACKENDS[backend].submit(TrainRequest(config=config, name=name, processes=processes, sagemaker=sagemaker or {}))
 
-        return submit(config, SageMakerLaunch.model_validate(sagemaker or {}), name=name)
-    return local.submit(config, name=name, processes=processes)
+
+def evaluate_run(request: EvalRequest) -> Job:
+    """Start an evaluation of a run's model (it logs its results to that run)."""
+    return BACKENDS[evaluate.BACKEND].submit(request)
 
 
 def refresh() -> None:
-    """Bring every active job's row up to date: dead local supervisors, SageMaker status and metrics."""
-    local.refresh()
-    active = records.list_jobs(statuses=records.RUNNING, backend="sagemaker")
-    if active:
-        from jobs.relay import relay_metrics
-        from jobs.sagemaker import sync
+    """Bring every active job's row up to date: vanished local processes, SageMaker status and metrics."""
+    for backend in BACKENDS.values():
+        backend.refresh()
 
-        for job in active:
-            sync(job.id)
-            relay_metrics(job.id)
+
+def poll(job_id: str) -> Job:
+    """The job's row after its backend brought its active rows up to date (for a loop that waits on it)."""
+    job = records.get_job(job_id)
+    backend_of(job).refresh()
+    return records.get_job(job_id)
 
 
 def stop(job_id: str) -> Job:
-    if get_job(job_id).backend == "sagemaker":
-        from jobs.sagemaker import stop as stop_sagemaker
-
-        return stop_sagemaker(job_id)
-    return local.stop(job_id)
+    job = records.get_job(job_id)
+    return backend_of(job).stop(job)
 
 
 def resume(job_id: str) -> Job:
-    if get_job(job_id).backend == "sagemaker":
-        from jobs.sagemaker import resume as resume_sagemaker
+    job = records.get_job(job_id)
+    return backend_of(job).resume(job)
 
-        return resume_sagemaker(job_id)
-    return local.resume(job_id)
+
+def logs(job_id: str, lines: int = 50) -> str:
+    job = records.get_job(job_id)
+    return backend_of(job).logs(job, lines)
+
+
+def model_archive(job_id: str) -> str | None:
+    job = records.get_job(job_id)
+    return backend_of(job).model_archive(job)
 
 
 def cancel(job_id: str) -> Job:
@@ -54,11 +74,3 @@ def cancel(job_id: str) -> Job:
 
 def move(job_id: str, offset: int) -> list[Job]:
     return records.move(job_id, offset)
-
-
-def logs(job_id: str, lines: int = 50) -> str:
-    if get_job(job_id).backend == "sagemaker":
-        from jobs.sagemaker import log_tail
-
-        return log_tail(job_id, lines)
-    return local.log_tail(job_id, lines)

@@ -1,62 +1,48 @@
-"""Evaluation jobs on this machine: `python -m core.evaluation` in a detached process.
+"""The evaluation backend: `python -m core.evaluation` on this machine, in a detached process.
 
-`submit` records a Job row (kind "eval") and starts `python -m jobs.evaluate JOB_ID`, which runs
-the evaluation with its output in the job's log, logs the result to the evaluated run in MLflow
-(done by core.evaluation itself) and records how it ended. The rows use backend "local-eval": the
-training scheduler in jobs.local treats every active "local" row as a training process.
+`submit` records a Job row (kind "eval") and starts `python -m jobs.evaluate JOB_ID` (see
+`jobs.processes`), which runs the evaluation with its output in the job's log, logs the result to
+the evaluated run in MLflow (done by core.evaluation itself) and records how it ended. A stop ends
+the evaluation; a resume runs it again, as the next attempt of the same job. The rows use backend
+"local-eval": the training scheduler in jobs.local treats every active "local" row as a training.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.db import Job, new_id, session_scope
+from core.db import Job, new_id
 from core.errors import StudioError
-from core.evaluation.evaluate import EvalResult
 from core.evaluation.request import EvalRequest
-from core.settings import get_settings
-from jobs.records import FINAL, RUNNING, get_job, list_jobs, transition, update_job
+from jobs.processes import REPO, settle_vanished, start_job_process, terminate
+from jobs.records import FINAL, RUNNING, create_job, get_job, job_dir, list_jobs, log_tail, transition, update_job
+
+if TYPE_CHECKING:
+    from core.evaluation.evaluate import EvalResult
 
 BACKEND = "local-eval"
-REPO = Path(__file__).resolve().parent.parent
-
-
-def job_folder(job_id: str) -> Path:
-    return get_settings().jobs_dir / job_id
+ATTEMPT = "--- attempt "  # each attempt's output in the log starts with this line
 
 
 def submit(request: EvalRequest) -> Job:
     """Record an evaluation of `request.model` (an MLflow run id) and start it at once."""
     from core.datasets.versions import resolve
-    from core.tracking import get_tracking
+    from core.tracking.runs import get_run
 
     name, version = resolve(request.dataset)
     request = request.model_copy(update={"dataset": f"{name}@{version}"})
     try:
-        get_tracking().client.get_run(request.model)
-    except Exception:
+        get_run(request.model)
+    except StudioError:
         raise StudioError(f"{request.model!r} is not an MLflow run id.") from None
     job_id = new_id()
-    folder = job_folder(job_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    with session_scope() as session:
-        session.add(
-            Job(
-                id=job_id, kind="eval", backend=BACKEND, status="starting", config=request.model_dump(mode="json"),
-                dataset=request.dataset, mlflow_run_id=request.model, log_path=str(folder / "eval.log"), attempts=1,
-            )
-        )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jobs.evaluate", job_id],
-        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "STUDIO_HOME": str(get_settings().home.resolve())},
-    )
-    update_job(job_id, pid=proc.pid)
+    create_job(job_id, "eval", BACKEND, request.model_dump(mode="json"), "eval.log", status="starting", dataset=request.dataset, mlflow_run_id=request.model)
+    start_job_process(job_id, "jobs.evaluate")
     return get_job(job_id)
 
 
@@ -72,25 +58,38 @@ def command(job: Job) -> list[str]:
     request = EvalRequest.model_validate(job.config)
     return [
         sys.executable, "-m", "core.evaluation", "--model", request.model, "--dataset", request.dataset,
-        "--out", str(job_folder(job.id) / "output"), "--n", str(request.n), "--guidance", ",".join(f"{g:g}" for g in request.guidance),
+        "--out", str(job_dir(job.id) / "output"), "--n", str(request.n), "--guidance", ",".join(f"{g:g}" for g in request.guidance),
         "--features", request.features, "--steps", str(request.steps), "--seed", str(request.seed), "--run-id", request.model,
-    ]
+    ]  # fmt: skip
 
 
-def _alive(pid: int | None) -> bool:
-    try:
-        return bool(pid) and b"jobs.evaluate" in Path(f"/proc/{pid}/cmdline").read_bytes() and Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
+def attempt_lines(job: Job) -> list[str]:
+    """The log lines of the job's latest attempt."""
+    path = Path(job.log_path or "")
+    lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
+    starts = [i for i, line in enumerate(lines) if line.startswith(ATTEMPT)]
+    return lines[starts[-1] + 1 :] if starts else lines
 
 
 def main(job_id: str) -> int:
     """The job's own process: run the evaluation, then record how it ended."""
+    child: subprocess.Popen | None = None
+    stop_requested = False
+
+    def on_term(*_: object) -> None:  # installed first: a stop may come before the child exists
+        nonlocal stop_requested
+        stop_requested = True
+        if child is not None:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, on_term)
     job = get_job(job_id)
-    log_path = Path(job.log_path or job_folder(job_id) / "eval.log")
-    with open(log_path, "ab") as log:
+    with open(job.log_path or job_dir(job_id) / "eval.log", "ab") as log:
+        log.write(f"{ATTEMPT}{job.attempts} ---\n".encode())
+        log.flush()
         child = subprocess.Popen(command(job), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
-        signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+        if stop_requested:
+            child.terminate()
         transition(job_id, ("starting",), status="running")
         code = child.wait()
     if code == 0:
@@ -98,27 +97,41 @@ def main(job_id: str) -> int:
     elif get_job(job_id).status == "stopping":
         update_job(job_id, status="stopped", exit_code=code, failure_reason="Stopped by the user.")
     else:
-        lines = log_path.read_text(errors="replace").splitlines()
+        lines = attempt_lines(job)
         reason = next((line.removeprefix("error: ") for line in reversed(lines) if line.startswith("error: ")), None)
         update_job(job_id, status="failed", exit_code=code, failure_reason=reason or f"The evaluation exited with code {code}. Last line: {lines[-1] if lines else ''}")
     return 0
 
 
 def refresh() -> None:
-    """Mark evaluations whose process vanished (a reboot, kill -9) as failed."""
-    for job in list_jobs(statuses=RUNNING, backend=BACKEND):
-        if not _alive(job.pid):
-            transition(job.id, RUNNING, status="failed", failure_reason="The evaluation process ended unexpectedly.")
+    """Mark evaluations whose process vanished (a reboot, kill -9) as failed (or stopped, if asked to)."""
+    settle_vanished(BACKEND, "The evaluation process ended unexpectedly.")
 
 
-def stop(job_id: str) -> Job:
-    job = get_job(job_id)
+def stop(job: Job) -> Job:
+    """SIGTERM to the evaluation's process: it ends the evaluation and records the job as stopped."""
     if job.status in FINAL:
-        raise StudioError(f"The evaluation {job_id} is {job.status} already.")
-    transition(job_id, RUNNING, status="stopping")
-    if _alive(job.pid):
-        os.kill(job.pid, signal.SIGTERM)
-    return get_job(job_id)
+        raise StudioError(f"The evaluation {job.id} is {job.status} already.")
+    transition(job.id, RUNNING, status="stopping")
+    terminate(job)
+    return get_job(job.id)
+
+
+def resume(job: Job) -> Job:
+    """Run a stopped or failed evaluation again, as the job's next attempt."""
+    fresh = {"attempts": Job.attempts + 1, "failure_reason": None, "exit_code": None, "finished_at": None, "pid": None}
+    if not transition(job.id, ("stopped", "failed"), status="starting", **fresh):
+        raise StudioError(f"The evaluation {job.id} is {get_job(job.id).status}; only stopped or failed evaluations can be resumed.")
+    start_job_process(job.id, "jobs.evaluate")
+    return get_job(job.id)
+
+
+def logs(job: Job, lines: int = 50) -> str:
+    return log_tail(job, lines)
+
+
+def model_archive(job: Job) -> None:
+    """None: an evaluation trains no model."""
 
 
 def evaluations(run_id: str) -> list[Job]:
@@ -128,12 +141,8 @@ def evaluations(run_id: str) -> list[Job]:
 
 
 def progress(job_id: str) -> tuple[float, str]:
-    """The last progress line the evaluation printed: (fraction, text)."""
-    job = get_job(job_id)
-    path = Path(job.log_path or "")
-    if not path.is_file():
-        return 0.0, "Starting"
-    for line in reversed(path.read_text(errors="replace").splitlines()):
+    """The last progress line the evaluation's latest attempt printed: (fraction, text)."""
+    for line in reversed(attempt_lines(get_job(job_id))):
         if line.startswith('{"progress"'):
             data = json.loads(line)
             return float(data["progress"]), str(data["text"])
@@ -141,7 +150,9 @@ def progress(job_id: str) -> tuple[float, str]:
 
 
 def result(job_id: str) -> EvalResult | None:
-    path = job_folder(job_id) / "output" / "result.json"
+    from core.evaluation.evaluate import EvalResult
+
+    path = job_dir(job_id) / "output" / "result.json"
     return EvalResult.model_validate_json(path.read_text()) if path.is_file() else None
 
 

@@ -1,18 +1,45 @@
-"""Job rows in the catalog, the transitions between their states, and the queue order."""
+"""Job rows in the catalog, the transitions between their states, the queue order, and each job's
+folder (its log and outputs) and MLflow run status."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
 
 from core.db import Job, session_scope, utcnow
 from core.errors import StudioError
+from core.settings import get_settings
 
 STATUSES = ("queued", "starting", "running", "stopping", "stopped", "succeeded", "failed")
 ACTIVE = ("queued", "starting", "running", "stopping")
 RUNNING = ("starting", "running", "stopping")
 FINAL = ("stopped", "succeeded", "failed")
+
+
+def job_dir(job_id: str) -> Path:
+    return get_settings().jobs_dir / job_id
+
+
+def create_job(
+    job_id: str, kind: str, backend: str, config: dict[str, Any], log_name: str, *,
+    status: str = "queued", dataset: str | None = None, mlflow_run_id: str | None = None, region: str | None = None,
+) -> Job:  # fmt: skip
+    """The one place a job row is made, with its folder: a queued job goes to the end of the
+    queue; one that starts at once counts its first attempt."""
+    folder = job_dir(job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    queued = status == "queued"
+    with session_scope() as session:
+        session.add(
+            Job(
+                id=job_id, kind=kind, backend=backend, status=status, config=config, dataset=dataset, mlflow_run_id=mlflow_run_id,
+                region=region, log_path=str(folder / log_name), queue_position=next_queue_position() if queued else 0, attempts=0 if queued else 1,
+            )
+        )
+    return get_job(job_id)
 
 
 def get_job(job_id: str) -> Job:
@@ -23,7 +50,7 @@ def get_job(job_id: str) -> Job:
         return job
 
 
-def list_jobs(limit: int = 100, statuses: tuple[str, ...] | None = None, backend: str | None = None) -> list[Job]:
+def list_jobs(limit: int | None = 100, statuses: tuple[str, ...] | None = None, backend: str | None = None) -> list[Job]:
     with session_scope() as session:
         query = select(Job).order_by(Job.created_at.desc()).limit(limit)
         if statuses:
@@ -94,3 +121,22 @@ def cancel(job_id: str) -> Job:
         job = get_job(job_id)
         raise StudioError(f"The job {job_id} is {job.status}; only queued jobs can be cancelled (stop a running one).")
     return get_job(job_id)
+
+
+def log_tail(job: Job, lines: int = 50) -> str:
+    """The newest lines of the job's log file on this machine (read from the end: logs grow long)."""
+    if not job.log_path or not Path(job.log_path).is_file():
+        return ""
+    with open(job.log_path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 300 * lines))
+        return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def set_run_status(run_id: str | None, status: str) -> None:
+    """Mirror the job's state on its MLflow run (RUNNING, FINISHED, KILLED or FAILED)."""
+    if not run_id:
+        return
+    from core.tracking.writes import set_status
+
+    set_status(run_id, status)

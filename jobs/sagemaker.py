@@ -6,8 +6,8 @@ then stages the source dir (`core/`, a small entry script, the job's config and 
 requirements) and starts a training job: the PyTorch training image, `Torchrun` across
 `instance_count` nodes (DeepSpeed runs inside the engine when the config has a `deepspeed:`
 section), managed spot with a checkpoint S3 URI so an interruption resumes, metric definitions
-matching the engine's log lines. `sync` polls DescribeTrainingJob into the job row; `stop`,
-`resume` and `log_tail` (CloudWatch) complete the set.
+matching the engine's log lines. `sync` polls DescribeTrainingJob into the job row; `refresh`,
+`stop`, `resume` and `logs` (CloudWatch) complete the backend (see `jobs.backend`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.db import Job, new_id, session_scope
+from core.aws import aws_errors, client, credentialed_session, error_code, explain
+from core.db import Job, new_id
 from core.errors import StudioError
 from core.settings import get_settings
 from core.tracking import create_run
 from core.training.config import TrainConfig
-from jobs.local import job_dir, set_run_status
-from jobs.records import FINAL, RUNNING, get_job, transition, update_job
+from core.training.logline import METRIC_REGEXES  # generated from the loop's log-line formatter
+from jobs.backend import TrainRequest
+from jobs.records import FINAL, RUNNING, create_job, get_job, job_dir, list_jobs, set_run_status, transition, update_job
 
+BACKEND = "sagemaker"
 REPO = Path(__file__).resolve().parent.parent
 ENTRY_SCRIPT = "train_entry.py"
 CONFIG_FILE = "job_config.yaml"
@@ -41,22 +44,6 @@ CONTAINER_PACKAGES = (
 )  # fmt: skip
 # The SDK's defaults-config switch, given to its Session directly so no file on disk is needed.
 TELEMETRY_OFF = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
-
-_NUM = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-# One regex per metric the engine logs, e.g. `[unet] step 10/1040 loss=0.3407 lr=0.001 grad_norm=0.4364
-# samples_per_s=45.39`, `[unet] step 20 val_loss=0.32121`, `[vae] step 20 val_mse=0.01 val_psnr=20.1`.
-METRIC_REGEXES = {
-    "loss": rf"\[unet\] step \d+/\d+ loss={_NUM}",
-    "lr": rf"\[unet\] step \d+/\d+ .*\blr={_NUM}",
-    "grad_norm": rf"\[unet\] step \d+/\d+ .*\bgrad_norm={_NUM}",
-    "samples_per_s": rf"\[unet\] step \d+/\d+ .*\bsamples_per_s={_NUM}",
-    "val_loss": rf"\[unet\] step \d+ val_loss={_NUM}",
-    "vae_loss": rf"\[vae\] step \d+/\d+ loss={_NUM}",
-    "vae_mse": rf"\[vae\] step \d+/\d+ .* mse={_NUM}",
-    "vae_samples_per_s": rf"\[vae\] step \d+/\d+ .*\bsamples_per_s={_NUM}",
-    "vae_val_mse": rf"\[vae\] step \d+ val_mse={_NUM}",
-    "vae_val_psnr": rf"\[vae\] step \d+ val_mse=\S+ val_psnr={_NUM}",
-}
 STARTING = {"Starting", "Pending", "Downloading", "DownloadingTrainingImage", "LaunchingMLInstances", "PreparingTrainingStack"}
 FINAL_STATES = {"Completed": "succeeded", "Failed": "failed", "Stopped": "stopped"}
 
@@ -103,28 +90,9 @@ class CloudStatus:
     failure_reason: str | None = None
 
 
-def boto_session():  # type: ignore[no-untyped-def]
-    import boto3
-
-    return boto3.Session(region_name=get_settings().aws_region)
-
-
-def _client_error(exc: Exception) -> StudioError:
-    from botocore.exceptions import ClientError, NoCredentialsError
-
-    if isinstance(exc, NoCredentialsError):
-        return StudioError("No AWS credentials were found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        return StudioError(f"SageMaker refused the request ({error.get('Code', '')}): {error.get('Message', '')}")
-    return StudioError(f"AWS could not be reached: {exc}")
-
-
 def preflight(launch: SageMakerLaunch) -> tuple[Any, str]:
     """Check credentials, bucket and role; return the boto3 session and the bucket. Uploads nothing."""
     from botocore.exceptions import BotoCoreError, ClientError
-
-    from core.datasets.push import explain
 
     settings = get_settings()
     if not settings.s3_bucket:
@@ -133,21 +101,17 @@ def preflight(launch: SageMakerLaunch) -> tuple[Any, str]:
         raise StudioError("SageMaker jobs need an IAM role; set STUDIO_SAGEMAKER_ROLE or give the role ARN in the form.")
     if not launch.role.startswith("arn:") or ":role/" not in launch.role:
         raise StudioError(f"The IAM role {launch.role!r} is not a role ARN (arn:aws:iam::<account>:role/<name>).")
-    session = boto_session()
-    if session.get_credentials() is None:
-        raise StudioError("No AWS credentials were found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
-    try:
+    session = credentialed_session()
+    with aws_errors("S3", settings.s3_bucket):
         session.client("s3").head_bucket(Bucket=settings.s3_bucket)
-    except (ClientError, BotoCoreError) as exc:
-        raise explain(exc, settings.s3_bucket) from None
     try:
         session.client("iam").get_role(RoleName=launch.role.rsplit("/", 1)[1])
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "NoSuchEntity":
+        if error_code(exc) == "NoSuchEntity":
             raise StudioError(f"The IAM role {launch.role} does not exist in this account.") from None
         # Many users may pass a role without being allowed to read IAM; SageMaker checks it anyway.
     except BotoCoreError as exc:
-        raise _client_error(exc) from None
+        raise explain(exc, "IAM") from None
     return session, settings.s3_bucket
 
 
@@ -248,18 +212,19 @@ def build_trainer(config: TrainConfig, launch: SageMakerLaunch, job_id: str, uri
     return trainer.with_metric_definitions([MetricDefinition(name=k, regex=v) for k, v in METRIC_REGEXES.items()])
 
 
-def submit(config: TrainConfig, launch: SageMakerLaunch, name: str | None = None, progress: Any = None) -> Job:
+def submit(request: TrainRequest) -> Job:
     """Launch a training job on SageMaker; the job row and MLflow run exist before it starts."""
     from core.datasets.push import push_version
 
+    config, name = request.config, request.name
+    launch = SageMakerLaunch.model_validate(request.sagemaker)
     session, bucket = preflight(launch)
     if not config.dataset:
         raise StudioError("A SageMaker job trains on a catalog dataset (name@version), not a local folder.")
-    pushed = push_version(config.dataset, progress=progress)
+    pushed = push_version(config.dataset)
     job_id = new_id()
     folder = job_dir(job_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    run_id = create_run(name or f"{config.preset}-{job_id}", {"job_id": job_id, "backend": "sagemaker", "preset": config.preset, "stage": config.stage, "dataset": config.dataset})
+    run_id = create_run(name or f"{config.preset}-{job_id}", {"job_id": job_id, "backend": BACKEND, "preset": config.preset, "stage": config.stage, "dataset": config.dataset})
     uris = {
         "dataset": pushed.uri,
         "checkpoints": s3_uri(bucket, "checkpoints", job_id),
@@ -268,21 +233,10 @@ def submit(config: TrainConfig, launch: SageMakerLaunch, name: str | None = None
     }
     # The catalog keeps the local view (output_dir here, where the relay copies metrics.jsonl).
     local_config = config.model_copy(update={"output_dir": folder / "output", "mlflow_run_id": run_id, "run_name": name})
-    with session_scope() as db:
-        db.add(
-            Job(
-                id=job_id,
-                kind="train",
-                backend="sagemaker",
-                status="starting",
-                config={**local_config.model_dump(mode="json"), "sagemaker": {**launch.model_dump(), **uris}},
-                dataset=config.dataset,
-                mlflow_run_id=run_id,
-                log_path=str(folder / "cloudwatch.log"),
-                region=session.region_name,
-                attempts=1,
-            )
-        )
+    create_job(
+        job_id, "train", BACKEND, {**local_config.model_dump(mode="json"), "sagemaker": {**launch.model_dump(), **uris}}, "cloudwatch.log",
+        status="starting", dataset=config.dataset, mlflow_run_id=run_id, region=session.region_name,
+    )  # fmt: skip
     return _start(job_id, session)
 
 
@@ -308,7 +262,7 @@ def _start(job_id: str, session: Any) -> Job:
             trainer = build_trainer(config, launch, job_id, options, source, session)
             trainer.train(input_data_config=[InputData(channel_name="training", data_source=options["dataset"])], wait=False, logs=False)
         except (ClientError, BotoCoreError) as exc:
-            error = _client_error(exc)
+            error = explain(exc, "SageMaker")
             update_job(job_id, status="failed", failure_reason=str(error))
             set_run_status(job.mlflow_run_id, "FAILED")
             raise error from None
@@ -318,14 +272,9 @@ def _start(job_id: str, session: Any) -> Job:
     return update_job(job_id, sagemaker_job_name=name)
 
 
-def describe(job: Job, client: Any = None) -> dict[str, Any]:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    client = client or boto_session().client("sagemaker")
-    try:
-        return client.describe_training_job(TrainingJobName=job.sagemaker_job_name)
-    except (ClientError, BotoCoreError) as exc:
-        raise _client_error(exc) from None
+def describe(job: Job, sagemaker: Any = None) -> dict[str, Any]:
+    with aws_errors("SageMaker"):
+        return (sagemaker or client("sagemaker")).describe_training_job(TrainingJobName=job.sagemaker_job_name)
 
 
 def cloud_status(response: dict[str, Any]) -> CloudStatus:
@@ -342,12 +291,12 @@ def cloud_status(response: dict[str, Any]) -> CloudStatus:
     return CloudStatus(status, primary, secondary, response.get("SecondaryStatusTransitions", []), reason)
 
 
-def sync(job_id: str, client: Any = None) -> CloudStatus:
+def sync(job_id: str, sagemaker: Any = None) -> CloudStatus:
     """Poll the training job once and record its state (and the MLflow run's) in the catalog."""
     job = get_job(job_id)
     if not job.sagemaker_job_name:
         raise StudioError(f"The job {job_id} has no SageMaker training job yet.")
-    state = cloud_status(describe(job, client))
+    state = cloud_status(describe(job, sagemaker))
     if state.status != job.status and job.status not in FINAL:
         fields: dict[str, Any] = {"status": state.status}
         if state.status == "failed":
@@ -360,49 +309,56 @@ def sync(job_id: str, client: Any = None) -> CloudStatus:
     return state
 
 
-def stop(job_id: str, client: Any = None) -> Job:
+def refresh() -> None:
+    """Poll each active training job once and relay the metrics it wrote since the last poll."""
+    from jobs.relay import relay_metrics
+
+    for job in list_jobs(limit=None, statuses=RUNNING, backend=BACKEND):
+        if job.sagemaker_job_name:  # none yet: its submission is still uploading the source
+            sync(job.id)
+            relay_metrics(job.id)
+
+
+def stop(job: Job, sagemaker: Any = None) -> Job:
     """StopTrainingJob: SageMaker sends SIGTERM, the engine checkpoints to S3 and exits."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    job = get_job(job_id)
     if job.status not in RUNNING or not job.sagemaker_job_name:
-        raise StudioError(f"The job {job_id} is {job.status}; only running jobs can be stopped.")
-    client = client or boto_session().client("sagemaker")
-    try:
-        client.stop_training_job(TrainingJobName=job.sagemaker_job_name)
-    except (ClientError, BotoCoreError) as exc:
-        raise _client_error(exc) from None
-    transition(job_id, RUNNING, status="stopping")
-    return get_job(job_id)
+        raise StudioError(f"The job {job.id} is {job.status}; only running jobs can be stopped.")
+    with aws_errors("SageMaker"):
+        (sagemaker or client("sagemaker")).stop_training_job(TrainingJobName=job.sagemaker_job_name)
+    transition(job.id, RUNNING, status="stopping")
+    return get_job(job.id)
 
 
-def resume(job_id: str) -> Job:
+def resume(job: Job) -> Job:
     """A new training job on the same checkpoint S3 URI and MLflow run: it continues where it stopped."""
-    job = get_job(job_id)
     launch = SageMakerLaunch.model_validate({k: v for k, v in job.config["sagemaker"].items() if k in SageMakerLaunch.model_fields})
     session, _ = preflight(launch)
-    if not transition(job_id, ("stopped", "failed"), status="starting", attempts=job.attempts + 1, failure_reason=None, finished_at=None):
-        raise StudioError(f"The job {job_id} is {job.status}; only stopped or failed jobs can be resumed.")
-    return _start(job_id, session)
+    if not transition(job.id, ("stopped", "failed"), status="starting", attempts=job.attempts + 1, failure_reason=None, finished_at=None):
+        raise StudioError(f"The job {job.id} is {job.status}; only stopped or failed jobs can be resumed.")
+    return _start(job.id, session)
 
 
-def log_tail(job_id: str, lines: int = 50, client: Any = None) -> str:
+def model_archive(job: Job, sagemaker: Any = None) -> str | None:
+    """The model.tar.gz SageMaker uploaded from /opt/ml/model (the run gets the model only if the job could reach MLflow)."""
+    return describe(job, sagemaker)["ModelArtifacts"]["S3ModelArtifacts"] if job.sagemaker_job_name else None
+
+
+def logs(job: Job, lines: int = 50, cloudwatch: Any = None) -> str:
     """The newest lines of the job's CloudWatch log (the first host's stream), if there is one yet."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    job = get_job(job_id)
     if not job.sagemaker_job_name:
         return ""
-    client = client or boto_session().client("logs")
+    cloudwatch = cloudwatch or client("logs")
     try:
-        streams = client.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job.sagemaker_job_name}/")["logStreams"]
+        streams = cloudwatch.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=f"{job.sagemaker_job_name}/")["logStreams"]
         if not streams:
             return "No CloudWatch log yet; the instances are still starting."
-        events = client.get_log_events(logGroupName=LOG_GROUP, logStreamName=streams[0]["logStreamName"], limit=lines, startFromHead=False)
+        events = cloudwatch.get_log_events(logGroupName=LOG_GROUP, logStreamName=streams[0]["logStreamName"], limit=lines, startFromHead=False)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+        if error_code(exc) == "ResourceNotFoundException":
             return "No CloudWatch log yet; the instances are still starting."
-        return f"The CloudWatch log is not available ({exc.response.get('Error', {}).get('Code', '')})."
+        return f"The CloudWatch log is not available ({error_code(exc)})."
     except BotoCoreError as exc:
         return f"The CloudWatch log is not available ({exc})."
     return "\n".join(e["message"].rstrip() for e in events["events"])

@@ -12,6 +12,10 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.db import Job
 
 GRACE_SECONDS = 60
 
@@ -50,8 +54,8 @@ def main(job_id: str) -> int:
     signal.signal(signal.SIGTERM, on_term)
     # Imported after the handler is in place: a stop may come while MLflow is still importing.
     import core  # noqa: F401
-    from jobs.local import schedule, set_run_status
-    from jobs.records import get_job, transition, update_job
+    from jobs.local import schedule
+    from jobs.records import get_job, set_run_status, transition, update_job
 
     job = get_job(job_id)
     folder = Path(job.log_path).parent
@@ -68,6 +72,7 @@ def main(job_id: str) -> int:
     set_run_status(job.mlflow_run_id, "RUNNING")
 
     code = child.wait()
+    deliver_leftovers(job, Path(job.log_path))  # before the final status: a FINISHED run has all its data
     state = json.loads(status_file.read_text()).get("status") if status_file.is_file() else None
     if code == 0 and state in ("succeeded", "stopped"):
         update_job(job_id, status=state, exit_code=0, failure_reason=None)
@@ -81,6 +86,17 @@ def main(job_id: str) -> int:
         set_run_status(job.mlflow_run_id, "FAILED")
     schedule()
     return 0
+
+
+def deliver_leftovers(job: Job, log_path: Path) -> None:
+    """Send MLflow what the training could not (the server was slow or down); a failure goes to the log."""
+    from jobs.relay import deliver_pending
+
+    try:
+        deliver_pending(job)
+    except Exception as exc:
+        with open(log_path, "a") as log:
+            log.write(f"MLflow did not take what the training could not send ({type(exc).__name__}); it stays in the job's outbox.\n")
 
 
 def evaluate_after(job_id: str, log_path: Path) -> None:

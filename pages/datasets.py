@@ -171,7 +171,7 @@ def caption_table(draft: Draft, items: list) -> None:  # type: ignore[type-arg]
             before = {i.id: i.caption for i in items}
             st.dataframe(pd.DataFrame([{"file": k, "before": before[k], "after": v} for k, v in list(changes.items())[:5]]), hide_index=True, width="stretch")
         if st.button(f"Apply to {len(changes)} captions", disabled=not changes, key=f"bulk-apply-{draft.name}"):
-            set_captions(draft, changes, label=curate.OPERATIONS[operation])
+            curate.apply_bulk(draft, edit, ids={item.id for item in items})
             st.rerun()
 
 

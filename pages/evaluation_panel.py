@@ -41,6 +41,7 @@ def metrics_table(run_ids: list[str], names: dict[str, str] | None = None) -> No
 
 def evaluate_section(run_id: str, dataset: str | None, has_model: bool = True) -> None:
     """Start an evaluation of this run and follow its evaluations (progress, results, grids)."""
+    from jobs import control
     from jobs import evaluate as jobs
 
     with user_errors():
@@ -58,7 +59,7 @@ def evaluate_section(run_id: str, dataset: str | None, has_model: bool = True) -
                 from core.evaluation.request import EvalRequest
 
                 scales = [float(g) for g in guidance.split(",") if g.strip()]
-                job = jobs.submit(EvalRequest(model=run_id, dataset=ref, n=int(n), features=features, guidance=scales))
+                job = control.evaluate_run(EvalRequest(model=run_id, dataset=ref, n=int(n), features=features, guidance=scales))
                 st.success(f"Evaluation job {job.id} started; it logs its results to this run.")
         for job in jobs.evaluations(run_id)[:5]:
             st.markdown(f"**{job.status}** · job `{job.id}` · {job.dataset} · {job.config.get('features')} · N={job.config.get('n')}")

@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from app.widgets import pick, user_errors
-from core.export.exporter import export_files, export_model, export_zip, get_export, list_exports
+from core.export.exporter import export_files, export_model, export_zip
+from core.export_records import get_export, list_exports
 from core.inference.models import list_models
 from core.inference.onnx_backend import cuda_works
 

@@ -8,12 +8,12 @@ import streamlit as st
 from app.widgets import loss_chart, status_label, user_errors
 from core.datasets.demo import ensure_demo_dataset
 from core.datasets.versions import list_datasets, list_versions
+from core.tracking.runs import recent_runs
 from core.training.config import build_config
 from core.training.recipes import DEMO, QUICK_DEMO
-from jobs import local
+from jobs import control
 from jobs.progress import job_progress
 from jobs.records import ACTIVE, list_jobs
-from core.runs import recent_runs
 
 
 def start_demo(quick: bool) -> None:
@@ -21,7 +21,7 @@ def start_demo(quick: bool) -> None:
     ref = ensure_demo_dataset(progress=lambda f, text: bar.progress(f, text=text))
     bar.progress(1.0, text=f"Dataset {ref} ready; starting training…")
     config = build_config({**(QUICK_DEMO if quick else DEMO), "dataset": ref})
-    job = local.submit(config, name="demo-quick" if quick else "demo")
+    job = control.launch(config, name="demo-quick" if quick else "demo")
     st.session_state["demo_job"] = job.id
 
 
@@ -51,8 +51,9 @@ def render() -> None:
     st.title("🎨 Diffusion Studio")
     st.caption("Curate image–caption data, train text-to-image diffusion models, compare runs, export to ONNX.")
 
+    with user_errors():  # apart: a cloud job AWS cannot be asked about must not hide the rest
+        control.refresh()
     with user_errors():
-        local.refresh()
         datasets = list_datasets()
         jobs = list_jobs(limit=200)
         runs = recent_runs(limit=10)
@@ -64,7 +65,7 @@ def render() -> None:
     c3.metric("Jobs running or queued", len(active))
 
     st.subheader("Start here")
-    demo_job = st.session_state.get("demo_job") or next((j.id for j in active if j.config.get("run_name", "").startswith("demo")), None)
+    demo_job = st.session_state.get("demo_job") or next((j.id for j in active if (j.config.get("run_name") or "").startswith("demo")), None)
     if demo_job:
         demo_progress(demo_job)
     else:

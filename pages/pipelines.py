@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app import navigation
 from app.widgets import pick, status_label, user_errors
 from jobs.pipeline.config import parse_pipeline_config
 from jobs.pipeline.runner import get_pipeline, launch, list_pipelines, log_tail, pipeline_steps, save_config, saved_configs
@@ -67,11 +68,11 @@ def results(pipeline_id: str) -> None:
     export = outputs["export"]
     c1, c2 = st.columns(2)
     if best:
-        c1.page_link(st.Page(lambda: None, title="Runs", url_path="runs"), label=f"📈 Open the best run ({best[:8]}…)", query_params={"run": best})
+        c1.page_link(navigation.RUNS.page(), label=f"📈 Open the best run ({best[:8]}…)", query_params={"run": best})
     if export.get("export_id"):
         if c2.button(f"📦 Open export {export['registered_model']} v{export['registered_version']}"):
             st.session_state["export_selected"] = export["export_id"]
-            st.switch_page(st.Page(lambda: None, title="Export", url_path="export"))
+            st.switch_page(navigation.EXPORT.page())
     if outputs["register"].get("uri"):
         st.success(f"Registered `{outputs['register']['uri']}` → version {outputs['register']['version']}.", icon="🏷️")
 

@@ -12,20 +12,17 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from app import navigation
 from app.widgets import status_label, user_errors
-from core import runs
 from core.errors import StudioError
 from core.export.exporter import export_model
+from core.tracking import artifacts, compare, edits, registry, runs, samples
+from core.training import clone
 from pages import evaluation_panel
 
 MAX_COMPARE = 4
-SORTS = ("start_time", "run_name", *runs.CURVES)
+SORTS = ("start_time", "run_name", *compare.CURVES)
 TABLE_STYLE = "<style>.runs-table th, .runs-table td {white-space: nowrap; padding: 0.3rem 0.6rem; font-size: 0.875rem}</style>"
-
-
-def go_to(url_path: str, **params: str) -> None:
-    """Switch to another page of the studio; st.switch_page finds it by its url_path."""
-    st.switch_page(st.Page(lambda: None, url_path=url_path), query_params=params or None)
 
 
 def show(**params: str) -> None:
@@ -54,7 +51,7 @@ def metric_chart(frame: pd.DataFrame, key: str, x: str, names: dict[str, str]) -
 
 
 def curves(run_ids: list[str], names: dict[str, str], key_prefix: str, with_alignment: bool) -> None:
-    keys = runs.metric_keys(run_ids)
+    keys = compare.metric_keys(run_ids)
     if not keys:
         st.info("No metrics logged yet; curves appear as soon as the training logs its first steps.", icon="💡")
         return
@@ -66,7 +63,7 @@ def curves(run_ids: list[str], names: dict[str, str], key_prefix: str, with_alig
     x = "step"
     if with_alignment:
         x = c3.radio("Align by", ["step", "wall_s"], format_func={"step": "step", "wall_s": "wall time"}.get, key=f"{key_prefix}-align")
-    frame = runs.smooth_frame(runs.metric_frame(run_ids, chosen), weight)
+    frame = compare.smooth_frame(compare.metric_frame(run_ids, chosen), weight)
     columns = st.columns(2)
     for i, key in enumerate(chosen):
         with columns[i % 2]:
@@ -173,24 +170,24 @@ def render_list() -> None:
 
 
 def samples_through_training(run_id: str) -> None:
-    index = runs.image_index(run_id)
+    index = samples.image_index(run_id)
     if not index:
         st.info("No sample grids yet; the training renders one every `sample_every` UNet steps.", icon="💡")
         return
     keys = list(index)
-    prompts = runs.validation_prompts(run_id)
+    prompts = samples.validation_prompts(run_id)
     label = lambda k: "all prompts" if k == "samples" else (prompts[int(k[7:])] if k.startswith("prompt_") and int(k[7:]) < len(prompts) else k)  # noqa: E731
     key = st.selectbox("Samples", keys, index=keys.index("samples") if "samples" in keys else 0, format_func=label, key="detail-key")
     steps = list(index[key])
     step = st.select_slider("Step", steps, value=steps[-1], key="detail-step") if len(steps) > 1 else steps[0]
-    st.image(str(runs.artifact_file(run_id, index[key][step])), caption=f"{label(key)} · step {step}", width=min(900, 96 * 10))
+    st.image(str(artifacts.artifact_file(run_id, index[key][step])), caption=f"{label(key)} · step {step}", width=min(900, 96 * 10))
 
 
 def notes_and_tags(detail: runs.RunDetail) -> None:
     run_id = detail.row.run_id
     note = st.text_area("Notes", detail.note, key=f"note-{run_id}", placeholder="What did you learn from this run?")
     if st.button("💾 Save notes", disabled=note == detail.note):
-        runs.set_note(run_id, note)
+        edits.set_note(run_id, note)
         st.toast("Notes saved.")
         st.rerun()
     st.dataframe(pd.DataFrame({"tag": list(detail.tags), "value": list(detail.tags.values())}), hide_index=True, width="stretch")
@@ -199,14 +196,14 @@ def notes_and_tags(detail: runs.RunDetail) -> None:
         key = c1.text_input("Tag name")
         value = c2.text_input("Value")
         if st.form_submit_button("🏷️ Set tag") and key:
-            runs.set_tag(run_id, key, value)
+            edits.set_tag(run_id, key, value)
             st.rerun()
     removable = [k for k in detail.tags if k not in ("dataset", "preset", "stage", "job_id", "backend")]
     if removable:
         c1, c2 = st.columns([3, 1])
         gone = c1.selectbox("Remove a tag", removable, key=f"untag-{run_id}")
         if c2.button("Remove"):
-            runs.delete_tag(run_id, gone)
+            edits.delete_tag(run_id, gone)
             st.rerun()
 
 
@@ -220,13 +217,13 @@ def actions(detail: runs.RunDetail) -> None:
     name = c1.text_input("Registered model", default_name, key="promote-name")
     alias = c2.text_input("Alias", "champion", key="promote-alias")
     if c3.button("🏆 Promote", disabled=not has_model, help=no_model):
-        version = runs.promote(run_id, name, alias)
+        version = registry.promote(run_id, name, alias)
         st.success(f"Registered {name} version {version} with alias '{alias}'.")
 
     st.markdown("**Use the model**")
     c1, c2 = st.columns(2)
     if c1.button("🧪 Open in Playground", disabled=not has_model, help=no_model):
-        go_to("playground", model=run_id)  # the Playground preselects `?model=`
+        st.switch_page(navigation.PLAYGROUND.page(), query_params={"model": run_id})  # the Playground preselects `?model=`
     if c2.button("📦 Export to ONNX", disabled=not has_model, help=no_model or "Export, check parity with PyTorch and register it."):
         bar = c2.progress(0.0, text="Starting the export…")
         record = export_model(run_id, progress=lambda f, text: bar.progress(min(f, 1.0), text=text))
@@ -237,12 +234,12 @@ def actions(detail: runs.RunDetail) -> None:
     st.markdown("**Reuse**")
     c1, c2 = st.columns(2)
     if c1.button("🧬 Clone into the Train form"):
-        st.session_state["train_clone"] = runs.run_config(run_id)  # the Train page fills its form from it
-        go_to("train")
+        st.session_state["train_clone"] = clone.run_config(run_id)  # the Train page fills its form from it
+        st.switch_page(navigation.TRAIN.page())
     if has_model:
         if c2.button("📦 Prepare the model as a zip"):
             with st.spinner("Zipping the model…"):
-                st.session_state[f"zip-{run_id}"] = str(runs.model_zip(run_id))
+                st.session_state[f"zip-{run_id}"] = str(artifacts.model_zip(run_id))
         if st.session_state.get(f"zip-{run_id}"):
             with open(st.session_state[f"zip-{run_id}"], "rb") as f:
                 c2.download_button("⬇️ Download model.zip", f.read(), file_name=f"{detail.row.name}-model.zip", mime="application/zip")
@@ -250,7 +247,7 @@ def actions(detail: runs.RunDetail) -> None:
     st.markdown("**Delete**")
     sure = st.checkbox(f"Yes, delete the run {detail.row.name}", key=f"sure-{run_id}")
     if st.button("🗑️ Delete run", disabled=not sure):
-        runs.delete_run(run_id)
+        edits.delete_run(run_id)
         show()
 
 
@@ -259,10 +256,10 @@ def job_log(detail: runs.RunDetail) -> None:
     if not job_id:
         st.caption("This run was not started by a studio job, so there is no job log.")
         return
-    from jobs import local
+    from jobs import control
 
     try:
-        st.code(local.log_tail(job_id, 200) or "(the log is empty)", language="log")
+        st.code(control.logs(job_id, 200) or "(the log is empty)", language="log")
     except StudioError:
         st.caption(f"The log of job {job_id} is not on this machine.")
 
@@ -274,7 +271,7 @@ def render_detail(run_id: str) -> None:
         show()
     st.subheader(f"{row.name}  ·  {status_label(row.status)}")
     st.caption(f"Run `{row.run_id}` · dataset `{row.dataset or '-'}` → run → registered versions: "
-               + (", ".join(f"{v.name} v{v.version}" for v in runs.registered_versions(run_id)) or "none"))
+               + (", ".join(f"{v.name} v{v.version}" for v in registry.registered_versions(run_id)) or "none"))
     m = st.columns(5)
     m[0].metric("Preset", row.preset or "-")
     m[1].metric("Planned steps", row.steps or "-")
@@ -306,13 +303,13 @@ def render_detail(run_id: str) -> None:
 
 
 def sample_comparison(run_ids: list[str], names: dict[str, str]) -> None:
-    indexes = {rid: runs.image_index(rid) for rid in run_ids}
-    steps = sorted({s for index in indexes.values() for s in runs.image_steps(index)})
+    indexes = {rid: samples.image_index(rid) for rid in run_ids}
+    steps = sorted({s for index in indexes.values() for s in samples.image_steps(index)})
     if not steps:
         st.info("None of these runs has logged sample images yet.", icon="💡")
         return
     step = st.select_slider("Step (each run shows its nearest logged step)", steps, value=steps[-1], key="compare-step") if len(steps) > 1 else steps[0]
-    grid = runs.sample_grid(run_ids, step, indexes)
+    grid = samples.sample_grid(run_ids, step, indexes)
     header = st.columns([2] + [3] * len(run_ids))
     header[0].markdown("**prompt**")
     for col, rid in zip(header[1:], run_ids, strict=True):
@@ -328,6 +325,7 @@ def sample_comparison(run_ids: list[str], names: dict[str, str]) -> None:
 
 
 def same_seed(run_ids: list[str], names: dict[str, str]) -> None:
+    from core.inference.models import generate_side_by_side
     from core.inference.torch_backend import GenerateRequest
 
     with st.form("same-seed"):
@@ -339,7 +337,7 @@ def same_seed(run_ids: list[str], names: dict[str, str]) -> None:
     if go:
         request = GenerateRequest(prompt=prompt, seed=int(seed), steps=int(steps))
         with st.spinner("Generating with each run's final model…"):
-            images = runs.generate_side_by_side(run_ids, request)
+            images = generate_side_by_side(run_ids, request)
         for col, rid in zip(st.columns(len(run_ids)), run_ids, strict=True):
             col.image(images[rid][0], caption=names[rid], width="stretch")
 
@@ -358,7 +356,7 @@ def render_compare(run_ids: list[str]) -> None:
     curves(run_ids, names, "compare", with_alignment=True)
 
     st.markdown("#### Parameters that differ")
-    diff = runs.param_diff(run_ids)
+    diff = compare.param_diff(run_ids)
     if diff.differing:
         table = pd.DataFrame(diff.differing, index=[names[r] for r in run_ids]).T
         # Highlight the values that differ from the first run's.
@@ -369,7 +367,7 @@ def render_compare(run_ids: list[str]) -> None:
         st.dataframe(pd.DataFrame({"parameter": list(diff.identical), "value": list(diff.identical.values())}), hide_index=True, width="stretch")
 
     st.markdown("#### Final metrics")
-    final = runs.final_metrics(run_ids)
+    final = compare.final_metrics(run_ids)
     final.columns = list(names.values())
     st.dataframe(final, width="stretch")
 

@@ -8,11 +8,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from app.train_form import TrainForm
 from app.widgets import loss_chart, status_label, user_errors
 from core.datasets.versions import list_datasets, list_versions
 from core.errors import StudioError
-from core.training.config import build_config
-from core.training.recipes import DEMO, RECIPES
+from core.training.recipes import RECIPES
 from core.training.recipes import DESCRIPTIONS as RECIPE_DESCRIPTIONS
 from jobs import control
 from jobs.cost import estimate, price_table
@@ -21,35 +21,8 @@ from jobs.records import ACTIVE, FINAL, RUNNING, get_job, list_jobs, queue
 
 LIVE_SECONDS = 2.0
 INSTANCE_TYPES = list(price_table()["usd_per_hour"])
-# Form defaults: the demo recipe, so one click on a fresh studio trains the digits model.
-DEFAULTS: dict[str, Any] = {
-    "preset": "tiny",
-    "stage": "all",
-    "vae_steps": DEMO["vae"]["steps"],
-    "unet_steps": DEMO["unet"]["steps"],
-    "batch_size": DEMO["unet"]["batch_size"],
-    "lr": DEMO["unet"]["lr"],
-    "vae_batch_size": DEMO["vae"]["batch_size"],
-    "vae_lr": DEMO["vae"]["lr"],
-    "train_text": False,
-    "ema": 0.0,
-    "min_snr": 5.0,
-    "v_prediction": False,
-    "noise_offset": 0.0,
-    "mixed_precision": "no",
-    "grad_checkpointing": False,
-    "lora_rank": 0,
-    "base_model": "",
-    "prompts": "",
-    "checkpoint_every": DEMO["checkpoint_every"],
-    "validate_every": DEMO["validate_every"],
-    "sample_every": DEMO["sample_every"],
-    "seed": 0,
-    "zero_stage": "off",
-    "offload": False,
-    "evaluate": False,
-    "evaluate_n": 200,
-}
+# Chosen by the dataset picker among what the catalog holds, never defaulted.
+PICKED = ("dataset", "version")
 
 
 def _form_key(name: str) -> str:
@@ -57,49 +30,28 @@ def _form_key(name: str) -> str:
 
 
 def _init_form() -> None:
-    for name, value in DEFAULTS.items():
+    # Every run: Streamlit drops the state of a widget it did not draw (the SageMaker fields, say).
+    for name, value in TrainForm.default().model_dump(exclude=set(PICKED)).items():
         st.session_state.setdefault(_form_key(name), value)
 
 
-def clone_into_form(config: dict[str, Any]) -> None:
-    """Pre-fill the form from a job's config (the widgets read their values from session state)."""
-    unet, vae = config.get("unet", {}), config.get("vae", {})
-    ds = config.get("deepspeed")
-    values = {
-        "preset": config.get("preset", "tiny"),
-        "stage": config.get("stage", "all"),
-        "vae_steps": vae.get("steps", DEFAULTS["vae_steps"]),
-        "unet_steps": unet.get("steps", DEFAULTS["unet_steps"]),
-        "batch_size": unet.get("batch_size", DEFAULTS["batch_size"]),
-        "lr": unet.get("lr", DEFAULTS["lr"]),
-        "vae_batch_size": vae.get("batch_size", DEFAULTS["vae_batch_size"]),
-        "vae_lr": vae.get("lr", DEFAULTS["vae_lr"]),
-        "train_text": unet.get("train_text_encoder", False),
-        "ema": unet.get("ema_decay") or 0.0,
-        "min_snr": unet.get("min_snr_gamma") or 0.0,
-        "v_prediction": unet.get("prediction_type") == "v_prediction",
-        "noise_offset": unet.get("noise_offset", 0.0),
-        "mixed_precision": config.get("mixed_precision", "no"),
-        "grad_checkpointing": config.get("gradient_checkpointing", False),
-        "lora_rank": unet.get("lora_rank") or 0,
-        "base_model": config.get("base_model") or "",
-        "prompts": "\n".join(config.get("validation_prompts", [])),
-        "checkpoint_every": config.get("checkpoint_every", DEFAULTS["checkpoint_every"]),
-        "validate_every": config.get("validate_every", DEFAULTS["validate_every"]),
-        "sample_every": config.get("sample_every", DEFAULTS["sample_every"]),
-        "seed": config.get("seed", 0),
-        "zero_stage": str(ds["zero_stage"]) if ds else "off",
-        "offload": bool(ds and ds.get("offload_optimizer")),
-        "evaluate": bool(config.get("evaluate")),
-        "evaluate_n": (config.get("evaluate") or {}).get("n", DEFAULTS["evaluate_n"]),
-    }
+def form_state() -> TrainForm:
+    """The form as the widgets hold it."""
+    return TrainForm.model_validate({name: st.session_state[_form_key(name)] for name in TrainForm.model_fields if _form_key(name) in st.session_state})
+
+
+def fill_form(config: dict[str, Any]) -> None:
+    """Pre-fill the widgets from a recipe's, run's or job's config (the widgets read session state).
+    What the config does not set (where a recipe runs) stays as the user left it."""
+    form = TrainForm.from_config(config)
+    values = form.model_dump(exclude_unset=True)
+    if form.dataset not in {d.name for d in list_datasets()}:
+        if form.dataset:
+            st.warning(f"The catalog has no `{form.dataset}` dataset yet: import it on the Datasets page, then pick it here.", icon="🗂️")
+        for name in PICKED:
+            values.pop(name)
     for name, value in values.items():
         st.session_state[_form_key(name)] = value
-    st.session_state[_form_key("base")] = config  # what the form does not show (warmup, dropout…) is kept
-    if config.get("dataset"):
-        name, _, version = config["dataset"].partition("@")
-        st.session_state[_form_key("dataset")] = name
-        st.session_state[_form_key("version")] = version
 
 
 def take_run_clone() -> bool:
@@ -107,51 +59,8 @@ def take_run_clone() -> bool:
     config = st.session_state.pop("train_clone", None)
     if not config:
         return False
-    clone_into_form(config)
+    fill_form(config)
     return True
-
-
-# Keys of a cloned job's or a recipe's config that belong to that run, not to a new one.
-NOT_CLONED = ("dataset", "data_dir", "output_dir", "checkpoint_dir", "mlflow_run_id", "run_name", "processes", "sagemaker", "deepspeed", "evaluate", "base_model")
-
-
-def config_from_form(dataset: str, v: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The form's values as a TrainConfig mapping (validated by `build_config`), over `base`: the
-    config the form was filled from, whose settings the form does not show are kept."""
-    kept = {k: val for k, val in (base or {}).items() if k not in NOT_CLONED}
-    data: dict[str, Any] = {
-        **kept,
-        "preset": v["preset"],
-        "stage": v["stage"],
-        "dataset": dataset,
-        "vae": {**kept.get("vae", {}), "batch_size": v["vae_batch_size"], "lr": v["vae_lr"], "steps": v["vae_steps"]},
-        "unet": {
-            **kept.get("unet", {}),
-            "batch_size": v["batch_size"],
-            "lr": v["lr"],
-            "train_text_encoder": v["train_text"],
-            "steps": v["unet_steps"],
-            "ema_decay": v["ema"] or None,
-            "min_snr_gamma": v["min_snr"] or None,
-            "prediction_type": "v_prediction" if v["v_prediction"] else "epsilon",
-            "noise_offset": v["noise_offset"],
-            "lora_rank": v["lora_rank"] or None,
-        },
-        "mixed_precision": v["mixed_precision"],
-        "gradient_checkpointing": v["grad_checkpointing"],
-        "validation_prompts": [p.strip() for p in v["prompts"].splitlines() if p.strip()],
-        "checkpoint_every": v["checkpoint_every"],
-        "validate_every": v["validate_every"],
-        "sample_every": v["sample_every"],
-        "seed": v["seed"],
-    }
-    if v["base_model"]:
-        data["base_model"] = v["base_model"]
-    if v["evaluate"]:
-        data["evaluate"] = {**((base or {}).get("evaluate") or {}), "n": v["evaluate_n"]}
-    if v["zero_stage"] != "off":
-        data["deepspeed"] = {"zero_stage": int(v["zero_stage"]), "offload_optimizer": v["offload"]}
-    return data
 
 
 def dataset_picker() -> str | None:
@@ -179,11 +88,30 @@ def recipe_picker() -> None:
     with st.expander("Start from a recipe"):
         name = st.selectbox("Recipe", list(RECIPES), format_func=lambda r: f"{r}: {RECIPE_DESCRIPTIONS[r]}", key=_form_key("recipe"))
         if st.button("Fill in the form", key=_form_key("fill_recipe")):
-            config = dict(RECIPES[name])
-            if config.get("dataset") not in {d.name for d in list_datasets()}:
-                st.warning(f"The catalog has no `{config.pop('dataset')}` dataset yet: import it on the Datasets page, then pick it here.", icon="🗂️")
-            clone_into_form(config)
+            fill_form(RECIPES[name])
             st.toast(f"Filled in the {name} recipe.")
+
+
+def backend_options() -> None:
+    k = _form_key
+    backend = st.radio("Run on", ["local", "sagemaker"], horizontal=True, key=k("backend"), format_func={"local": "This machine", "sagemaker": "Amazon SageMaker"}.get)
+    if backend == "local":
+        st.number_input("Processes (torchrun)", min_value=1, max_value=64, key=k("processes"), help="More than one runs under torchrun, e.g. one per GPU.")
+        return
+    s1, s2, s3, s4 = st.columns(4)
+    cloned = st.session_state[k("instance_type")]  # a cloned job's type may be one the price table lacks
+    instance = s1.selectbox("Instance type", INSTANCE_TYPES if cloned in INSTANCE_TYPES else [cloned, *INSTANCE_TYPES], key=k("instance_type"))
+    count = s2.number_input("Instances", min_value=1, max_value=64, key=k("instance_count"))
+    hours = s3.number_input("Max hours", min_value=0.1, max_value=672.0, key=k("max_hours"))
+    spot = s4.checkbox("Managed spot", key=k("spot"), help="Cheaper; an interruption resumes from the last checkpoint in S3.")
+    st.text_input("IAM role ARN", key=k("role"), placeholder="default: STUDIO_SAGEMAKER_ROLE", help="The role the training job runs as.")
+    expected = st.slider("Expected hours", 0.1, float(hours), min(1.0, float(hours)), key=k("expected_hours"))
+    cost = estimate(instance, int(count), expected, spot)
+    if cost.on_demand_usd is None:
+        st.caption(f"No price for {instance} in the shipped table (prices of {cost.price_date}).")
+    else:
+        spot_text = f"; with spot about ${cost.spot_usd:,.2f} (an estimate)" if cost.spot_usd is not None else ""
+        st.caption(f"Estimated cost: ${cost.on_demand_usd:,.2f} on demand{spot_text}. Prices of {cost.price_date}, us-east-1.")
 
 
 def launch_form() -> None:
@@ -197,8 +125,9 @@ def launch_form() -> None:
         with st.expander("Clone a job's settings"):
             choice = st.selectbox("Job", finished, format_func=lambda j: f"{j.id} · {j.dataset or '-'} · {j.status}", key=k("clone_choice"))
             if st.button("Clone into the form", key=k("clone")):
-                clone_into_form(choice.config)
-                st.rerun()
+                with user_errors():
+                    fill_form(choice.config)
+                    st.rerun()
 
     dataset = dataset_picker()
     c1, c2, c3 = st.columns(3)
@@ -230,44 +159,22 @@ def launch_form() -> None:
         a1.number_input("Sample grid every (steps)", min_value=1, key=k("sample_every"))
         st.text_area("Validation prompts (one per line)", key=k("prompts"), help="Default: captions from the dataset.")
         d1, d2 = st.columns(2)
-        d1.selectbox("DeepSpeed ZeRO stage", ["off", "0", "1", "2", "3"], key=k("zero_stage"), help="Runs under torchrun; 2 shards optimizer state and gradients.")
+        d1.selectbox("DeepSpeed ZeRO stage", ["off", "0", "1", "2"], key=k("zero_stage"), help="Runs under torchrun; 2 shards optimizer state and gradients.")
         d2.checkbox("Offload optimizer to CPU", key=k("offload"))
         e1, e2 = st.columns(2)
         e1.checkbox("Evaluate when training finishes", key=k("evaluate"), help="Starts an evaluation job (prompt accuracy, Fréchet distance, coverage at guidance 1, 2, 4) against the dataset's val split; the results appear in the Runs page.")
         e2.number_input("Images per guidance", min_value=10, max_value=100_000, step=50, key=k("evaluate_n"), disabled=not st.session_state[k("evaluate")])
 
-    backend = st.radio("Run on", ["local", "sagemaker"], horizontal=True, key=k("backend"), format_func={"local": "This machine", "sagemaker": "Amazon SageMaker"}.get)
-    cloud: dict[str, Any] | None = None
-    processes = 1
-    if backend == "local":
-        processes = st.number_input("Processes (torchrun)", min_value=1, max_value=64, value=1, key=k("processes"), help="More than one runs under torchrun, e.g. one per GPU.")
-    else:
-        s1, s2, s3, s4 = st.columns(4)
-        instance = s1.selectbox("Instance type", INSTANCE_TYPES, index=INSTANCE_TYPES.index("ml.g5.2xlarge"), key=k("instance_type"))
-        count = s2.number_input("Instances", min_value=1, max_value=64, value=1, key=k("instance_count"))
-        hours = s3.number_input("Max hours", min_value=0.1, max_value=672.0, value=4.0, key=k("max_hours"))
-        spot = s4.checkbox("Managed spot", value=True, key=k("spot"), help="Cheaper; an interruption resumes from the last checkpoint in S3.")
-        role = st.text_input("IAM role ARN", key=k("role"), placeholder="default: STUDIO_SAGEMAKER_ROLE", help="The role the training job runs as.")
-        expected = st.slider("Expected hours", 0.1, float(hours), min(1.0, float(hours)), key=k("expected_hours"))
-        cost = estimate(instance, int(count), expected, spot)
-        if cost.on_demand_usd is None:
-            st.caption(f"No price for {instance} in the shipped table (prices of {cost.price_date}).")
-        else:
-            spot_text = f"; with spot about ${cost.spot_usd:,.2f} (an estimate)" if cost.spot_usd is not None else ""
-            st.caption(f"Estimated cost: ${cost.on_demand_usd:,.2f} on demand{spot_text}. Prices of {cost.price_date}, us-east-1.")
-        cloud = {"instance_type": instance, "instance_count": int(count), "max_run_hours": float(hours), "spot": spot}
-        if role:
-            cloud["role"] = role
-
+    backend_options()
     if st.button("🚀 Launch", type="primary", disabled=dataset is None, key=k("launch")):
-        values = {name: st.session_state[_form_key(name)] for name in DEFAULTS}
+        form = form_state()
         try:
-            config = build_config(config_from_form(dataset, values, st.session_state.get(k("base"))))
+            config = form.to_config()
         except StudioError as exc:
             st.error(str(exc), icon="⚠️")
             return
         with user_errors():
-            job = control.launch(config, backend=backend, processes=int(processes), sagemaker=cloud)
+            job = control.launch(config, backend=form.backend, processes=form.processes, sagemaker=form.sagemaker_options())
             st.session_state["train.watch"] = job.id
             st.success(f"Job {job.id} is {job.status}.", icon="🚀")
 

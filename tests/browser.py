@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.servers import free_port
+
 REPO = Path(__file__).resolve().parent.parent
-SCREENSHOTS = REPO / "docs" / "screenshots"
+SCREENSHOTS = REPO / "docs" / "screenshots"  # refreshed by `make screenshots`, never by a plain test run
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -25,12 +27,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -60,3 +56,13 @@ def studio_server(home: Path, env: dict[str, str] | None = None) -> Iterator[str
 def launch(playwright):  # type: ignore[no-untyped-def]
     """Debian's chromium (never a downloaded browser), headless, with no network of its own."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+    """Save the page as `name`.png: into docs/screenshots under STUDIO_SCREENSHOTS=1 (`make
+    screenshots`), else into a temp folder, so a test run leaves the checkout as it was."""
+    folder = SCREENSHOTS if os.environ.get("STUDIO_SCREENSHOTS") == "1" else Path(tempfile.gettempdir()) / "studio-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path

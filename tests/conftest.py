@@ -43,6 +43,15 @@ TINY_OVERRIDES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's server on 127.0.0.1, one per test module; pair it with `tests.servers.use_moto`."""
+    from tests.servers import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
 def use_home(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from core.settings import reset_settings
 

@@ -4,8 +4,6 @@ import core  # noqa: F401
 
 import streamlit as st
 
-from pages import runs, train
+from app.navigation import RUNS, TRAIN
 
-st.navigation(
-    [st.Page(runs.render, title="Runs", url_path="runs", default=True), st.Page(train.render, title="Train", url_path="train")]
-).run()
+st.navigation([RUNS.page(), TRAIN.page()]).run()  # the first opens

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.browser import SCREENSHOTS, launch, studio_server
+from tests.browser import launch, screenshot, studio_server
 
 
 def circles(i: int) -> bytes:
@@ -52,6 +52,5 @@ def test_upload_zip_and_see_the_gallery(tmp_path: Path) -> None:
         page.get_by_text("Show").first.scroll_into_view_if_needed()
         page.mouse.wheel(0, 420)
         page.wait_for_timeout(1500)
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "datasets.png"))
+        screenshot(page, "datasets")
         browser.close()

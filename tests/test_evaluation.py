@@ -186,15 +186,15 @@ def test_training_with_evaluate_starts_an_evaluation_when_it_succeeds(demo: str,
     from core.evaluation.evaluator import evaluator_dir
     from core.tracking import get_tracking
     from core.training.config import build_config
+    from jobs import control
     from jobs import evaluate as eval_jobs
-    from jobs.local import submit
     from jobs.records import get_job
     from tests.conftest import TINY_OVERRIDES
     from tests.test_jobs_local import wait_until
 
     shutil.copytree(digits_evaluator[2], evaluator_dir(demo))
     config = build_config({"dataset": demo, "evaluate": {"n": 10, "guidance": [1], "steps": 2}}, TINY_OVERRIDES)
-    job = submit(config)
+    job = control.launch(config)
     wait_until(lambda: get_job(job.id).status in ("succeeded", "failed"), what="the training job to end")
     assert get_job(job.id).status == "succeeded", get_job(job.id).failure_reason
     wait_until(lambda: [e.status for e in eval_jobs.evaluations(job.mlflow_run_id)] == ["succeeded"], timeout=240, what="the evaluation")

@@ -30,7 +30,7 @@ def test_export_has_optimum_layout_and_dynamic_axes(exported: dict) -> None:
 
 
 def test_parity_report_per_component_and_end_to_end(exported: dict) -> None:
-    from core.export.exporter import get_export
+    from core.export_records import get_export
 
     report = get_export(exported["export_id"]).parity
     assert report["passed"] and report["providers"] == ["CPUExecutionProvider"]
@@ -45,7 +45,7 @@ def test_parity_report_per_component_and_end_to_end(exported: dict) -> None:
 
 
 def test_export_is_catalogued_logged_and_registered(exported: dict) -> None:
-    from core.export.exporter import get_export, list_exports
+    from core.export_records import get_export, list_exports
     from core.tracking import get_tracking
 
     record = get_export(exported["export_id"])
@@ -63,7 +63,8 @@ def test_export_is_catalogued_logged_and_registered(exported: dict) -> None:
 
 def test_export_beyond_tolerance_fails_and_registers_nothing(export_home: dict, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from core.export import parity
-    from core.export.exporter import ParityError, export_model, list_exports
+    from core.export.exporter import ParityError, export_model
+    from core.export_records import list_exports
     from core.tracking import get_tracking
 
     folder = Path(export_home["home"]) / "cache" / "models" / export_home["run_id"]  # the run's model, downloaded by the export

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.browser import REPO, SCREENSHOTS, launch, studio_server
+from tests.browser import REPO, launch, screenshot, studio_server
 
 
 def home_app() -> AppTest:
@@ -23,7 +23,7 @@ def test_empty_studio_shows_the_way_in(home: Path) -> None:
 
 
 def test_demo_button_starts_a_real_job(home: Path) -> None:
-    from jobs import local
+    from jobs import control
     from jobs.records import list_jobs
 
     at = home_app().run()
@@ -33,7 +33,24 @@ def test_demo_button_starts_a_real_job(home: Path) -> None:
     assert len(jobs) == 1 and jobs[0].dataset.startswith("digits@")
     assert jobs[0].mlflow_run_id  # the run exists before the job starts
     assert any("Demo job" in m.value for m in at.markdown)
-    local.stop(jobs[0].id)
+    control.stop(jobs[0].id)
+
+
+def test_an_active_job_launched_without_a_run_name(demo: str) -> None:
+    """The Train page launches without a name: the job's config holds `run_name: None`."""
+    from core.training.config import build_config
+    from jobs import control
+    from tests.conftest import TINY_OVERRIDES
+
+    job = control.launch(build_config({"preset": "tiny", "dataset": demo}, TINY_OVERRIDES))
+    try:
+        assert job.config["run_name"] is None
+        at = home_app().run()
+        assert not at.exception, at.exception
+        assert at.metric[2].label == "Jobs running or queued" and at.metric[2].value == "1"
+        assert [b.label for b in at.button][:2] == ["▶️ Run the demo", "⚡ Quick demo"]  # not taken for the demo
+    finally:
+        control.stop(job.id)
 
 
 @pytest.mark.browser
@@ -53,6 +70,5 @@ def test_home_in_chromium(demo_home: Path, tmp_path: Path) -> None:
         expect(page.get_by_role("button", name="▶️ Run the demo")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("No runs yet")).to_be_visible(timeout=60_000)
         page.wait_for_timeout(1500)  # the datasets table draws on a canvas after the rest
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "home.png"))
+        screenshot(page, "home")
         browser.close()

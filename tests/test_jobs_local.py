@@ -37,7 +37,6 @@ def test_queue_restart_reattach_and_kill_9(demo: str, home: Path, monkeypatch: p
     from core.settings import reset_settings
     from core.tracking import get_tracking
     from jobs import control
-    from jobs.local import log_tail
     from jobs.progress import job_progress
     from jobs.records import get_job, queue
 
@@ -71,7 +70,7 @@ def test_queue_restart_reattach_and_kill_9(demo: str, home: Path, monkeypatch: p
     wait_until(lambda: len(job_progress(get_job(long_id)).metrics) >= 2, what="the long job's first metrics")
     long = get_job(long_id)
     assert long.status == "running" and long.attempts == 1
-    assert "[unet] step 2/100000 loss=" in log_tail(long_id)
+    assert "[unet] step 2/100000 loss=" in control.logs(long_id)
     assert job_progress(long).stage == "unet" and job_progress(long).step >= 2
     assert get_tracking().client.get_run(long.mlflow_run_id).info.status == "RUNNING"
 

@@ -7,37 +7,16 @@ from __future__ import annotations
 
 import io
 import json
-import re
-import socket
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from core.errors import StudioError
+from tests.servers import use_moto
 
 ROLE = "arn:aws:iam::123456789012:role/studio-training"
 BUCKET = "studio-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # moto's request recorder (its file set in conftest) keeps what the server received, so the
-    # test reads the real request.
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
@@ -49,18 +28,13 @@ def aws(home: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     from core.datasets.versions import NewItem, write_version
     from core.settings import reset_settings
 
+    use_moto(monkeypatch, moto_url)
     for key, value in {
-        "AWS_ENDPOINT_URL": moto_url,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_MAX_ATTEMPTS": "1",
         "SAGEMAKER_VALIDATE_ROLE": "false",
         "STUDIO_S3_BUCKET": BUCKET,
         "STUDIO_SAGEMAKER_ROLE": ROLE,
     }.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
     reset_settings()
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     iam = boto3.client("iam")
@@ -204,11 +178,11 @@ def test_state_machine_with_stubber(aws: str) -> None:
 
     from core.tracking import get_tracking
     from core.training.config import build_config
-    from jobs import sagemaker
+    from jobs import control, sagemaker
     from jobs.records import get_job
 
     config = build_config({"dataset": aws})
-    job = sagemaker.submit(config, sagemaker.SageMakerLaunch.model_validate(launch_options(spot=False)))
+    job = control.launch(config, backend="sagemaker", sagemaker=launch_options(spot=False))
     name = job.sagemaker_job_name
     client = boto3.client("sagemaker")
     now = datetime.now(timezone.utc)
@@ -243,14 +217,14 @@ def test_state_machine_with_stubber(aws: str) -> None:
         state = sagemaker.sync(job.id, client)
         assert (state.status, get_job(job.id).status) == ("running", "running")
         assert [t["Status"] for t in state.transitions] == ["Starting", "Training"]
-        assert sagemaker.stop(job.id, client).status == "stopping"
+        assert sagemaker.stop(get_job(job.id), client).status == "stopping"
         assert sagemaker.sync(job.id, client).status == "stopping"
         assert sagemaker.sync(job.id, client).status == "stopped"
         stub.assert_no_pending_responses()
     assert get_tracking().client.get_run(job.mlflow_run_id).info.status == "KILLED"
 
     # Resume: a new training job (moto's, this time) on the same checkpoint URI and MLflow run.
-    resumed = sagemaker.resume(job.id)
+    resumed = control.resume(job.id)
     assert resumed.attempts == 2 and resumed.sagemaker_job_name != name and resumed.mlflow_run_id == job.mlflow_run_id
     request = client.describe_training_job(TrainingJobName=resumed.sagemaker_job_name)
     assert request["CheckpointConfig"]["S3Uri"].endswith(f"/checkpoints/{job.id}")
@@ -272,12 +246,12 @@ def test_relay_copies_new_metrics_lines_into_the_run(aws: str) -> None:
 
     from core.tracking import get_tracking
     from core.training.config import build_config
-    from jobs import sagemaker
+    from jobs import control
     from jobs.progress import job_progress
     from jobs.records import get_job
     from jobs.relay import relay_metrics
 
-    job = sagemaker.submit(build_config({"dataset": aws, "stage": "unet"}), sagemaker.SageMakerLaunch.model_validate(launch_options()))
+    job = control.launch(build_config({"dataset": aws, "stage": "unet"}), backend="sagemaker", sagemaker=launch_options())
     key = f"checkpoints/{job.id}/metrics.jsonl"
     s3 = boto3.client("s3")
     rows = [{"step": s, "time": 1_700_000_000 + s, "loss": 1.0 / s, "lr": 0.001} for s in (10, 20)]
@@ -293,28 +267,3 @@ def test_relay_copies_new_metrics_lines_into_the_run(aws: str) -> None:
     assert [(m.step, round(m.value, 4)) for m in history] == [(10, 0.1), (20, 0.05), (30, 0.0333)]
     assert [m.step for m in client.get_metric_history(job.mlflow_run_id, "val_loss")] == [30]
     assert job_progress(get_job(job.id)).step == 30  # the page's progress reads the relayed copy
-
-
-def test_metric_regexes_match_the_engines_log_lines() -> None:
-    from jobs.sagemaker import METRIC_REGEXES
-
-    log = [
-        "2026-11-20 10:00:00,000 INFO [vae] step 10/650 loss=0.09213 mse=0.0812 lr=0.0005 grad_norm=0.31 samples_per_s=88.1",
-        "2026-11-20 10:00:01,000 INFO [vae] step 20 val_mse=0.07110 val_psnr=11.48",
-        "2026-11-20 10:00:02,000 INFO [unet] step 10/1040 loss=0.3407 lr=0.001 grad_norm=0.4364 samples_per_s=45.39",
-        "2026-11-20 10:00:03,000 INFO [unet] step 20 val_loss=0.32121",
-        "2026-11-20 10:00:04,000 INFO [unet] step 30/1040 loss=2.5e-05 lr=1e-05 grad_norm=3 samples_per_s=45",
-    ]
-    found = {name: [m.group(1) for line in log if (m := re.search(regex, line))] for name, regex in METRIC_REGEXES.items()}
-    assert found == {
-        "loss": ["0.3407", "2.5e-05"],
-        "lr": ["0.001", "1e-05"],
-        "grad_norm": ["0.4364", "3"],
-        "samples_per_s": ["45.39", "45"],
-        "val_loss": ["0.32121"],
-        "vae_loss": ["0.09213"],
-        "vae_mse": ["0.0812"],
-        "vae_samples_per_s": ["88.1"],
-        "vae_val_mse": ["0.07110"],
-        "vae_val_psnr": ["11.48"],
-    }

@@ -46,10 +46,10 @@ def studio(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_demo_pipeline_fails_on_a_bad_override_then_resumes_there_and_ships_the_best_run(demo: str, tmp_path: Path) -> None:
-    from core.export.exporter import get_export
+    from core.export_records import get_export
     from core.tracking import get_tracking
     from jobs.pipeline.config import STEPS, load_pipeline_config
-    from jobs.pipeline.runner import get_pipeline, run_pipeline, summary
+    from jobs.pipeline.runner import get_pipeline, prepare, run, summary
     from jobs.records import list_jobs
 
     # A typo in an override: the train step fails with the engine's sentence; the dataset step is done.
@@ -67,7 +67,7 @@ def test_demo_pipeline_fails_on_a_bad_override_then_resumes_there_and_ships_the_
 
     # The fix, re-run: the same pipeline resumes at the train step (the dataset step is skipped).
     lines: list[str] = []
-    pipeline = run_pipeline(load_pipeline_config(pipeline_yaml(tmp_path)), log=lines.append)
+    pipeline = run(prepare(load_pipeline_config(pipeline_yaml(tmp_path))).id, log=lines.append)
     assert pipeline.id == shown["id"] and pipeline.status == "succeeded"
     assert "[dataset] done earlier with the same inputs; skipped." in lines
     result = {s["name"]: s for s in summary(pipeline)["steps"]}
@@ -92,7 +92,7 @@ def test_demo_pipeline_fails_on_a_bad_override_then_resumes_there_and_ships_the_
 
     # Idempotent: the same config again skips every step; no new job, no new model version.
     again: list[str] = []
-    assert run_pipeline(load_pipeline_config(pipeline_yaml(tmp_path)), log=again.append).id == pipeline.id
+    assert run(prepare(load_pipeline_config(pipeline_yaml(tmp_path))).id, log=again.append).id == pipeline.id
     assert len([line for line in again if line.endswith("skipped.")]) == len(STEPS)
     assert len(list_jobs()) == 1 and len(client.search_model_versions("name = 'digits-weekly-onnx'")) == 1
     assert get_pipeline("digits-weekly").status == "succeeded"
@@ -129,7 +129,7 @@ def test_pipelines_page_shows_steps_and_the_failure(demo: str, tmp_path: Path) -
     from streamlit.testing.v1 import AppTest
 
     from jobs.pipeline.config import load_pipeline_config
-    from jobs.pipeline.runner import run_pipeline
+    from jobs.pipeline.runner import prepare, run
 
     at = AppTest.from_file(str(Path(__file__).with_name("pipelines_page_app.py")), default_timeout=60)
     at.run()
@@ -138,7 +138,7 @@ def test_pipelines_page_shows_steps_and_the_failure(demo: str, tmp_path: Path) -
     assert at.selectbox[0].value == "pipeline-demo.yaml (example)"
 
     with pytest.raises(StudioError, match="The config key 'seedz' is not known"):
-        run_pipeline(load_pipeline_config(pipeline_yaml(tmp_path, overrides=["seedz=1"])), log=lambda _: None)
+        run(prepare(load_pipeline_config(pipeline_yaml(tmp_path, overrides=["seedz=1"]))).id, log=lambda _: None)
     at.run()
     assert not at.exception
     assert "The train step failed: The config key 'seedz' is not known." in at.error[0].value

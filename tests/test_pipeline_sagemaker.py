@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_jobs_sagemaker import BUCKET, aws, moto_url  # noqa: F401  (fixtures)
+from tests.test_jobs_sagemaker import BUCKET, aws  # noqa: F401  (fixtures)
 
 
 def model_archive(folder: Path) -> bytes:
@@ -29,7 +29,7 @@ def model_archive(folder: Path) -> bytes:
 def test_sagemaker_pipeline_against_moto_down_to_the_registered_export(aws: str, trained_model: Path) -> None:  # noqa: F811
     import boto3
 
-    from core.export.exporter import get_export
+    from core.export_records import get_export
     from core.tracking import get_tracking
     from jobs.pipeline.config import PipelineConfig
     from jobs.pipeline.runner import pipeline_steps, prepare, run, run_step

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def playground(exported: dict) -> str:
     """The API + playground server, started once in this process as the Playground page does."""
     from app.api import PLAYGROUND_PATH, serve_in_background
-    from tests.browser import free_port
+    from tests.servers import free_port
 
     return serve_in_background(free_port()) + PLAYGROUND_PATH + "/"
 
@@ -43,7 +43,8 @@ def test_generate_history_and_compare_through_gradio_client(playground: str, exp
 def test_playground_page_embeds_gradio_and_generates(exported: dict) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.browser import SCREENSHOTS, free_port, launch, studio_server
+    from tests.browser import launch, screenshot, studio_server
+    from tests.servers import free_port
 
     with studio_server(Path(exported["home"]), {"STUDIO_PLAYGROUND_PORT": str(free_port())}) as url, sync_playwright() as pw:
         browser = launch(pw)
@@ -57,6 +58,5 @@ def test_playground_page_embeds_gradio_and_generates(exported: dict) -> None:
         expect(frame.locator("#timing")).to_contain_text("ONNX Runtime (CPU)")
         expect(frame.locator("#history")).to_contain_text("a handwritten digit seven")
         page.get_by_role("heading", name="Playground").scroll_into_view_if_needed()
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "playground.png"))
+        screenshot(page, "playground")
         browser.close()

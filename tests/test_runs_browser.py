@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import SCREENSHOTS, free_port, launch, studio_server
+from tests.browser import launch, screenshot, studio_server
+from tests.servers import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -41,8 +42,7 @@ def test_shared_comparison_link_shows_curves_and_sample_grid(runs_store: dict) -
         page.get_by_text("Curves").first.scroll_into_view_if_needed()
         page.evaluate("window.scrollTo(0, 0)")
         page.wait_for_timeout(1000)
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "runs.png"))
+        screenshot(page, "runs")
 
         # tiny-b is the playground's default (the newest model), so seeing tiny-a is the preselection.
         assert list_models()[0].id == b

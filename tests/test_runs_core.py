@@ -1,4 +1,4 @@
-"""core.runs against a real MLflow store holding two real tiny trainings (the `runs_home` fixture)."""
+"""core.tracking against a real MLflow store holding two real tiny trainings (the `runs_home` fixture)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ from datetime import date, timedelta
 import pytest
 from PIL import Image
 
-from core import runs
 from core.errors import StudioError
+from core.inference.models import generate_side_by_side
+from core.tracking import artifacts, compare, edits, registry, runs, samples
+from core.training import clone
 
 pytestmark = pytest.mark.slow
 
 
 def test_list_filters_sort_and_paging(runs_store: dict) -> None:
     a, b = runs_store["runs"]["tiny-a"], runs_store["runs"]["tiny-b"]
-    names = lambda q, token=None: [r.name for r in runs.list_runs(q, token).rows]  # noqa: E731
+    names = lambda q, token=None: [r.name for r in runs.list_runs(q, token).rows]
 
     assert set(names(runs.RunQuery())) == {"tiny-a", "tiny-b", "broken-small"}
     assert set(names(runs.RunQuery(status=["FINISHED"]))) == {"tiny-a", "tiny-b"}
@@ -56,8 +58,8 @@ def test_detail_histories_and_run_references(runs_store: dict) -> None:
     assert {"images/", "model/", "validation_prompts.json"} <= set(detail.artifacts)
     assert "model/model_index.json" in [p for p, _ in detail.model_files]
 
-    assert runs.metric_keys([a])[:2] == ["loss", "val_loss"]
-    frame = runs.metric_frame([a], ["loss", "vae_val_psnr"])
+    assert compare.metric_keys([a])[:2] == ["loss", "val_loss"]
+    frame = compare.metric_frame([a], ["loss", "vae_val_psnr"])
     assert set(frame["key"]) == {"loss", "vae_val_psnr"}
     assert list(frame[frame.key == "loss"]["step"]) == [2, 4, 6]
     assert (frame["wall_s"] >= 0).all()
@@ -72,28 +74,28 @@ def test_smoothing() -> None:
     import pandas as pd
 
     values = pd.Series([1.0, 0.0, 1.0, 0.0])
-    assert list(runs.smooth(values, 0.0)) == list(values)
-    smoothed = runs.smooth(values, 0.6)
+    assert list(compare.smooth(values, 0.0)) == list(values)
+    smoothed = compare.smooth(values, 0.6)
     assert smoothed.iloc[0] == 1.0  # bias correction keeps the first point
     assert smoothed.std() < values.std()
     with pytest.raises(StudioError):
-        runs.smooth(values, 1.0)
+        compare.smooth(values, 1.0)
 
 
 def test_images_are_indexed_by_key_and_step_and_aligned_by_prompt(runs_store: dict) -> None:
     a, b = runs_store["runs"]["tiny-a"], runs_store["runs"]["tiny-b"]
-    index_a, index_b = runs.image_index(a), runs.image_index(b)
+    index_a, index_b = samples.image_index(a), samples.image_index(b)
     assert set(index_a) == {"prompt_00", "prompt_01", "prompt_02", "samples"}
     assert list(index_a["prompt_00"]) == [3, 6]
     assert list(index_b["prompt_00"]) == [2, 4, 6]
-    assert runs.image_steps(index_b) == [2, 4, 6]
+    assert samples.image_steps(index_b) == [2, 4, 6]
 
-    assert runs.nearest_step([3, 6], 4) == 3
-    assert runs.nearest_step([3, 6], 5) == 6
-    assert runs.nearest_step([2, 4, 6], 3) == 2  # a tie goes to the earlier step
-    assert runs.nearest_step([], 3) is None
+    assert samples.nearest_step([3, 6], 4) == 3
+    assert samples.nearest_step([3, 6], 5) == 6
+    assert samples.nearest_step([2, 4, 6], 3) == 2  # a tie goes to the earlier step
+    assert samples.nearest_step([], 3) is None
 
-    grid = runs.sample_grid([a, b], 4)
+    grid = samples.sample_grid([a, b], 4)
     # tiny-b logged the prompts in the reverse order; rows still pair the same prompt.
     assert list(grid) == ["a handwritten digit one", "a handwritten digit two", "a handwritten digit three"]
     for cells in grid.values():
@@ -106,57 +108,57 @@ def test_images_are_indexed_by_key_and_step_and_aligned_by_prompt(runs_store: di
 
 def test_param_diff_and_final_metrics(runs_store: dict) -> None:
     a, b = runs_store["runs"]["tiny-a"], runs_store["runs"]["tiny-b"]
-    diff = runs.param_diff([a, b])
+    diff = compare.param_diff([a, b])
     assert diff.differing["unet.lr"] == ["0.001", "0.003"]
     assert diff.differing["seed"] == ["0", "1"]
     assert diff.differing["sample_every"] == ["3", "2"]
     assert "preset" in diff.identical and "preset" not in diff.differing
-    table = runs.final_metrics([a, b], ["loss", "val_loss"])
+    table = compare.final_metrics([a, b], ["loss", "val_loss"])
     assert list(table.index) == ["loss", "val_loss"] and table.shape == (2, 2)
 
 
 def test_clone_config_round_trips(runs_store: dict) -> None:
     from core.training.config import TrainConfig
 
-    config = runs.run_config(runs_store["runs"]["tiny-b"])
+    config = clone.run_config(runs_store["runs"]["tiny-b"])
     assert config["unet"]["lr"] == 0.003 and config["seed"] == 1
     assert config["validation_prompts"][0] == "a handwritten digit three"
     assert config["deepspeed"] is None and "output_dir" not in config
     TrainConfig.model_validate(config)
     with pytest.raises(StudioError, match="no training parameters"):
-        runs.run_config(runs_store["failed"])
+        clone.run_config(runs_store["failed"])
 
 
 def test_notes_tags_promote_zip_and_delete(runs_store: dict) -> None:
     from core.tracking import get_tracking
 
     a, b = runs_store["runs"]["tiny-a"], runs_store["runs"]["tiny-b"]
-    runs.set_note(a, "sharpest digits so far")
-    runs.set_tag(a, "review", "keep")
+    edits.set_note(a, "sharpest digits so far")
+    edits.set_tag(a, "review", "keep")
     detail = runs.run_detail(a)
     assert detail.note == "sharpest digits so far" and detail.tags["review"] == "keep"
     assert runs.list_runs(runs.RunQuery(tag="review=keep")).rows[0].run_id == a
-    runs.delete_tag(a, "review")
+    edits.delete_tag(a, "review")
     assert "review" not in runs.run_detail(a).tags
     with pytest.raises(StudioError):
-        runs.set_tag(a, "mlflow.user", "x")
+        edits.set_tag(a, "mlflow.user", "x")
 
-    assert runs.promote(a, "digits") == 1
+    assert registry.promote(a, "digits") == 1
     client = get_tracking().client
     champion = client.get_model_version_by_alias("digits", "champion")
     assert champion.run_id == a and int(champion.version) == 1
-    assert runs.promote(b, "digits") == 2
+    assert registry.promote(b, "digits") == 2
     assert client.get_model_version_by_alias("digits", "champion").run_id == b
     with pytest.raises(StudioError, match="no trained model"):
-        runs.promote(runs_store["failed"], "digits")
+        registry.promote(runs_store["failed"], "digits")
 
-    path = runs.model_zip(a)
+    path = artifacts.model_zip(a)
     with zipfile.ZipFile(path) as zf:
         assert "model_index.json" in zf.namelist() and any(n.startswith("unet/") for n in zf.namelist())
 
     with pytest.raises(StudioError, match="registered as digits v1"):
-        runs.delete_run(a)
-    runs.delete_run(runs_store["failed"])
+        edits.delete_run(a)
+    edits.delete_run(runs_store["failed"])
     assert {r.name for r in runs.list_runs().rows} == {"tiny-a", "tiny-b"}
 
 
@@ -165,8 +167,8 @@ def test_generate_with_the_same_seed(runs_store: dict) -> None:
 
     a, b = runs_store["runs"]["tiny-a"], runs_store["runs"]["tiny-b"]
     request = GenerateRequest(prompt="a handwritten digit one", steps=2, seed=7)
-    images = runs.generate_side_by_side([a, b], request)
+    images = generate_side_by_side([a, b], request)
     assert [len(v) for v in images.values()] == [1, 1]
-    again = runs.generate_side_by_side([a], request)[a][0]
+    again = generate_side_by_side([a], request)[a][0]
     assert again.tobytes() == images[a][0].tobytes()  # same seed, same model: same image
     assert images[a][0].tobytes() != images[b][0].tobytes()

@@ -32,7 +32,7 @@ def listed(at: AppTest) -> list[str]:
 
 
 def test_run_table_escapes_names_and_links_to_detail() -> None:
-    from core.runs import RunRow
+    from core.tracking.runs import RunRow
     from pages.runs import run_table
 
     row = RunRow("ab" * 16, "<b>x</b> & y", "FINISHED", "digits@1", "tiny", "all", "local", 10, 0.5, None,
@@ -100,7 +100,7 @@ def test_detail_notes_tags_promote_and_clone(runs_store: dict) -> None:
 
     at.text_area(key=f"note-{a}").set_value("clean digits").run()
     at.button[[x.label for x in at.button].index("💾 Save notes")].click().run()
-    from core.runs import list_runs, run_detail
+    from core.tracking.runs import list_runs, run_detail
 
     assert run_detail(a).note == "clean digits"
 
@@ -152,7 +152,7 @@ def test_clone_switches_to_the_train_page_with_the_form_filled(runs_store: dict)
 
 
 def test_export_to_onnx_from_the_run(runs_store: dict) -> None:
-    from core.export.exporter import list_exports
+    from core.export_records import list_exports
 
     a, failed = runs_store["runs"]["tiny-a"], runs_store["failed"]
     at = open_page(run=failed)

@@ -1,5 +1,6 @@
-"""The Train page through AppTest: the empty state, an inline validation error, and one Launch
-click starting a real tiny job through the job system (stopped again at once)."""
+"""The Train page through AppTest: the empty state, a recipe filled in, an inline validation error,
+and one Launch click starting a real tiny job through the job system (stopped again at once). The
+form's mapping to a config is tested without a page in test_train_form.py."""
 
 from __future__ import annotations
 
@@ -44,25 +45,26 @@ def test_a_recipe_fills_in_the_form_and_names_a_missing_dataset(demo: str) -> No
     assert at.selectbox(key="train.dataset").value == "digits"  # the only dataset stays chosen
 
 
-def test_the_form_keeps_what_it_does_not_show_of_the_config_it_was_filled_from() -> None:
-    from core.training.config import build_config
-    from core.training.recipes import FASHION
-    from pages.train import DEFAULTS, config_from_form
-
-    values = {**DEFAULTS, "vae_batch_size": 8, "train_text": True}
-    config = build_config(config_from_form("fashion-mnist", values, FASHION), [])
-    assert config.unet.warmup_steps == FASHION["unet"]["warmup_steps"] and config.unet.train_text_encoder
-    assert (config.vae.batch_size, config.unet.batch_size, config.evaluate) == (8, DEFAULTS["batch_size"], None)  # the form wins
+def test_sagemaker_options_show_a_cost_estimate(home: Path) -> None:
+    at = page()
+    at.radio(key="train.backend").set_value("sagemaker").run()
+    assert not at.exception and not at.warning
+    assert at.selectbox(key="train.instance_type").value == "ml.g5.2xlarge" and at.checkbox(key="train.spot").value
+    assert any("Estimated cost" in c.value for c in at.caption)
 
 
 @pytest.mark.slow
 def test_form_validates_then_launches_a_real_job(demo: str) -> None:
+    from core.training.config import build_config
+    from core.training.recipes import QUICK_DEMO
     from jobs import control
     from jobs.records import FINAL, get_job, list_jobs
 
     at = page()
     assert at.selectbox(key="train.dataset").value == "digits"
     assert at.selectbox(key="train.version").value == demo.split("@")[1]
+    at.selectbox(key="train.recipe").set_value("quick-demo")
+    at.button(key="train.fill_recipe").click().run()
 
     number(at, "LoRA rank (0 = off)").set_value(4)
     at.button(key="train.launch").click().run()
@@ -79,8 +81,12 @@ def test_form_validates_then_launches_a_real_job(demo: str) -> None:
     (job,) = list_jobs()
     assert "is starting" in at.success[0].value or "is running" in at.success[0].value
     assert job.backend == "local" and job.dataset == demo and job.mlflow_run_id
-    unet = job.config["unet"]
-    assert (job.config["stage"], unet["steps"], unet["batch_size"], unet["ema_decay"], unet["prediction_type"]) == ("unet", 30, 8, 0.99, "v_prediction")
+    # The recipe as filled in, with the edits: what the form does not show (min-SNR γ 5, warmup,
+    # caption dropout, sampling) comes through unchanged.
+    edited = {**QUICK_DEMO, "dataset": demo, "stage": "unet", "unet": {**QUICK_DEMO["unet"], "steps": 30, "batch_size": 8, "ema_decay": 0.99, "prediction_type": "v_prediction"}}
+    run_keys = {"output_dir", "mlflow_run_id", "run_name"}
+    assert {k: v for k, v in job.config.items() if k not in run_keys | {"processes"}} == build_config(edited).model_dump(mode="json", exclude=run_keys)
+    assert job.config["unet"]["min_snr_gamma"] == 5.0
     # The live view shows the launched job; the queue lists it.
     assert any(job.id in md.value for md in at.markdown)
     assert job.id in at.dataframe[0].value["job"].tolist()

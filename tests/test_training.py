@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +36,19 @@ def metrics(path: Path) -> dict[tuple[int, str], float]:
     return out
 
 
+def assert_metric_lines_match(output: str, jsonl: Path) -> None:
+    """SageMaker's metric regexes find, in what the loop really printed, every value it logged, and
+    every metric the loop logs has a regex."""
+    from core.training.logline import METRIC_REGEXES
+
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert {k for row in rows for k in row} - {"step", "time"} == METRIC_REGEXES.keys()
+    for name, regex in METRIC_REGEXES.items():
+        logged = [row[name] for row in rows if name in row]
+        printed = [float(m.group(1)) for line in output.splitlines() if (m := re.search(regex, line))]
+        assert printed == pytest.approx(logged, rel=1e-4), name
+
+
 def test_config_errors_are_one_sentence(demo_home: Path, tmp_path: Path) -> None:
     env = {"STUDIO_HOME": str(demo_home)}
     proc = run_training(["dataset=digits", "unet.learning_rate=1"], env, check=False)
@@ -49,6 +63,9 @@ def test_config_errors_are_one_sentence(demo_home: Path, tmp_path: Path) -> None
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr
     proc = run_training(["dataset=digits", "preset=finetune", f"base_model={tmp_path}"], env, check=False)
     assert proc.returncode == 2 and "model_index.json is missing" in proc.stderr
+    # ZeRO-3 shards the weights that sampling and checkpoints read whole: refused before anything runs.
+    proc = run_training(["dataset=digits", "deepspeed.zero_stage=3"], env, check=False)
+    assert proc.returncode == 2 and "error: The config value 'deepspeed.zero_stage' is not valid: ZeRO stage 3 is not supported" in proc.stderr
     assert not any(tmp_path.rglob("status.json"))  # nothing half-written
 
 
@@ -114,9 +131,9 @@ def test_sagemaker_container_contract(demo_home: Path, tmp_path: Path) -> None:
         "SM_OUTPUT_DATA_DIR": str(tmp_path / "opt-ml-output"),
     }
     hps = ["--vae.steps", "2", "--unet.steps", "2", "--vae.batch_size", "4", "--unet.batch_size", "4", "--sample_steps", "2", "--sample_images_per_prompt", "1", "--validate_every", "2"]
-    run_training([], env, *hps)
+    proc = run_training([], env, *hps)
     assert (tmp_path / "opt-ml-model" / "model_index.json").is_file()
-    assert (tmp_path / "opt-ml-output" / "checkpoints" / "metrics.jsonl").is_file()
+    assert_metric_lines_match(proc.stdout, tmp_path / "opt-ml-output" / "checkpoints" / "metrics.jsonl")
 
 
 def test_torchrun_two_processes(demo_home: Path, tmp_path: Path) -> None:
@@ -124,11 +141,13 @@ def test_torchrun_two_processes(demo_home: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     args = [a for o in [*TINY_OVERRIDES, "dataset=digits", f"output_dir={out}", "vae.steps=2", "unet.steps=2", "validate_every=2", "sample_every=100"] for a in ("--set", o)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "core.training", *args]
-    proc = subprocess.run(cmd, env={**os.environ, "STUDIO_HOME": str(demo_home), "OMP_NUM_THREADS": "1"}, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, check=False, env={**os.environ, "STUDIO_HOME": str(demo_home), "OMP_NUM_THREADS": "1"}, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert json.loads((out / "status.json").read_text())["status"] == "succeeded"
     rows = [json.loads(x) for x in (out / "checkpoints" / "metrics.jsonl").read_text().splitlines()]
-    assert any(r.get("vae_samples_per_s") for r in rows)  # logged by rank 0 only, once per step
+    # Logged by rank 0 only, once per step; both stages' losses are means over the two ranks.
+    assert [(r["step"], "vae_loss" in r, "loss" in r) for r in rows if "vae_loss" in r or "loss" in r] == [(2, True, False), (2, False, True)]
+    assert_metric_lines_match(proc.stdout, out / "checkpoints" / "metrics.jsonl")
 
 
 def test_training_options_and_lora_finetune(demo_home: Path, trained_model: Path, tmp_path: Path) -> None:

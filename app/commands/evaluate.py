@@ -28,23 +28,26 @@ def summary(result: Any) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from core.config_base import describe_validation_error
     from core.evaluation.request import EvalRequest
+    from jobs import control
     from jobs import evaluate as jobs
 
     try:
         guidance = [float(g) for g in args.guidance.split(",") if g.strip()]
         request = EvalRequest(model=args.run, dataset=args.dataset, n=args.n, guidance=guidance, features=args.features, steps=args.steps)
-    except (ValueError, ValidationError) as exc:
-        raise StudioError(f"The evaluation settings are not valid: {exc.errors()[0]['msg'] if isinstance(exc, ValidationError) else exc}.") from None
-    job = jobs.submit(request)
+    except ValidationError as exc:
+        raise StudioError(describe_validation_error(exc, "evaluation")) from None
+    except ValueError as exc:  # a guidance scale that is not a number
+        raise StudioError(f"The evaluation settings are not valid: {exc}.") from None
+    job = control.evaluate_run(request)
     if args.detach:
         emit(args, {"job": job.id, "status": job.status, "run": args.run}, f"Started evaluation job {job.id}.")
         return 0
     shown = ""
     while job.status not in ("succeeded", "failed", "stopped"):
         time.sleep(1.0)
-        jobs.refresh()
-        job = jobs.get_job(job.id)
+        job = control.poll(job.id)
         fraction, text = jobs.progress(job.id)
         if not args.json and text != shown:
             print(f"\r[{fraction:4.0%}] {text:<60}", end="", file=sys.stderr, flush=True)

@@ -59,7 +59,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_exports(args: argparse.Namespace) -> int:
-    from core.export.exporter import list_exports
+    from core.export_records import list_exports
 
     rows = [export_summary(r) for r in list_exports()]
     lines = [f"{r['id']}  {r['registered_model']} v{r['registered_version']}  {r['path']}" for r in rows]

@@ -31,7 +31,7 @@ def fmt(value: float | None) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from core import runs
+    from core.tracking import runs
 
     query = runs.RunQuery(
         status=[s.upper() for s in args.status],
@@ -52,11 +52,11 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    from core import runs
+    from core.tracking import runs, samples
 
     run_id = runs.resolve_run(args.runs[0])
     detail = runs.run_detail(run_id)
-    index = runs.image_index(run_id)
+    index = samples.image_index(run_id)
     data = {
         **row_summary(detail.row),
         "params": detail.params,
@@ -69,20 +69,20 @@ def cmd_show(args: argparse.Namespace) -> None:
     lines = [f"{detail.row.name} ({run_id}) {detail.row.status}, dataset {detail.row.dataset or '-'}, preset {detail.row.preset or '-'}"]
     lines += [f"  {k} = {fmt(v)}" for k, v in sorted(detail.row.metrics.items())]
     if index:
-        lines.append(f"  sample steps: {runs.image_steps(index)}")
+        lines.append(f"  sample steps: {samples.image_steps(index)}")
     if detail.note:
         lines.append(f"  note: {detail.note}")
     emit(args, data, "\n".join(lines))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from core import runs
+    from core.tracking import compare, runs
 
     if not 2 <= len(args.runs) <= 4:
         raise StudioError("Compare 2 to 4 runs.")
     ids = [runs.resolve_run(r) for r in args.runs]
-    diff = runs.param_diff(ids)
-    metrics = runs.final_metrics(ids)
+    diff = compare.param_diff(ids)
+    metrics = compare.final_metrics(ids)
     data = {
         "runs": ids,
         "param_diff": diff.differing,

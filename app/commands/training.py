@@ -28,12 +28,14 @@ def job_summary(job: Any) -> dict[str, Any]:
 
 
 def wait_for(job_id: str, quiet: bool) -> Any:
-    """Follow a job's log until it ends; Ctrl-C detaches (the job keeps running)."""
-    from jobs.records import FINAL, get_job
+    """Follow a job until it ends, printing its log where it writes one here; Ctrl-C detaches (the
+    job keeps running)."""
+    from jobs import control
+    from jobs.records import FINAL
 
     printed = 0
     while True:
-        job = get_job(job_id)
+        job = control.poll(job_id)
         if not quiet and job.log_path and Path(job.log_path).is_file():
             lines = Path(job.log_path).read_text(errors="replace").splitlines()
             for line in lines[printed:]:
@@ -71,7 +73,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
             cloud["role"] = args.role
         cloud = {k: v for k, v in cloud.items() if v is not None}
     job = control.launch(load_launch_config(args), backend=args.backend, name=args.name, processes=args.processes, sagemaker=cloud)
-    if args.detach or args.backend == "sagemaker":
+    if args.detach:
         emit(args, job_summary(job), f"Submitted job {job.id} ({job.status}, MLflow run {job.mlflow_run_id}).")
         return 0
     job = wait_for(job.id, quiet=args.json)
@@ -83,11 +85,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from core.datasets.demo import ensure_demo_dataset
     from core.training.config import build_config
     from core.training.recipes import DEMO, QUICK_DEMO
-    from jobs.local import submit
+    from jobs import control
 
     ref = ensure_demo_dataset()
     config = build_config({**(QUICK_DEMO if args.quick else DEMO), "dataset": ref}, args.set)
-    job = submit(config, name="demo")
+    job = control.launch(config, name="demo")
     print(f"Demo job {job.id} started on {ref} (MLflow run {job.mlflow_run_id}).", file=sys.stderr)
     if args.detach:
         emit(args, job_summary(job))

@@ -70,17 +70,13 @@ def _newest_at(versions: list[DatasetVersion], moment: datetime) -> str | None:
 
 def users_of(name: str, versions: list[DatasetVersion]) -> dict[str, list[User]]:
     """Runs and jobs that used each version, by version id."""
-    from mlflow.entities import ViewType
-
-    from core.tracking import get_tracking
+    from core.tracking.runs import runs_tagged
 
     ids = {v.version for v in versions}
     used: dict[str, list[User]] = {}
     try:
-        client = get_tracking().client
-        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
         for ref in [f"{name}@{v}" for v in sorted(ids)] + [name]:
-            for run in client.search_runs(experiments, filter_string=f"tags.dataset = '{ref}'", run_view_type=ViewType.ALL, max_results=1000):
+            for run in runs_tagged("dataset", ref):
                 started = datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc)
                 version = ref.partition("@")[2] or _newest_at(versions, started)
                 if version in ids:

@@ -9,9 +9,6 @@ written to disk at once (temp file + rename), so a page reload finds the draft a
 from __future__ import annotations
 
 import io
-import os
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -21,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from core.datasets.versions import NewItem, check_name, find_version, link_or_copy, list_versions, materialize, read_manifest, write_version
 from core.errors import StudioError
+from core.files import atomic_write_bytes, atomic_write_text, staged_folder
 from core.settings import get_settings
 
 DRAFT_FILE = "draft.json"
@@ -99,17 +97,10 @@ def draft_dir(name: str) -> Path:
     return drafts_dir() / check_name(name)
 
 
-def write_json_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def save_draft(draft: Draft, folder: Path | None = None) -> None:
     folder = folder or draft_dir(draft.name)
     draft.history = draft.history[-HISTORY_LIMIT:]
-    write_json_atomic(folder / DRAFT_FILE, draft.model_dump_json())
+    atomic_write_text(folder / DRAFT_FILE, draft.model_dump_json())
 
 
 def load_draft(name: str) -> Draft:
@@ -128,8 +119,7 @@ def draft_from_version(name: str, version: str) -> Draft:
     from core.datasets.images import perceptual_hash
 
     source = materialize(name, version)
-    tmp = Path(tempfile.mkdtemp(dir=ensure_drafts_dir(), prefix=".tmp-"))
-    try:
+    with staged_folder(draft_dir(name)) as tmp:
         (tmp / "images").mkdir()
         items = []
         for entry in read_manifest(name, version):
@@ -152,27 +142,7 @@ def draft_from_version(name: str, version: str) -> Draft:
             )
         draft = Draft(name=name, base_version=version, items=items, caption_sources={f"version {version}": len(items)})
         save_draft(draft, tmp)
-        replace_dir(tmp, draft_dir(name))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return draft
-
-
-def ensure_drafts_dir() -> Path:
-    path = drafts_dir()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def replace_dir(src: Path, dest: Path) -> None:
-    """Move a finished folder into place; an older one is removed only after the new one is there."""
-    old = dest.with_name(f".old-{dest.name}")
-    if dest.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-    src.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def record(draft: Draft, change: Change) -> None:
@@ -269,10 +239,7 @@ def thumbnail(draft: Draft, item: DraftItem) -> Path:
             im.thumbnail((THUMB_SIDE, THUMB_SIDE))
             buffer = io.BytesIO()
             im.save(buffer, format="WEBP", quality=80)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -8,15 +8,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from core.datasets.versions import ManifestItem, materialize, read_manifest, resolve
 from core.errors import StudioError
+from core.files import atomic_path, staged_folder
 
 SPLIT_DIRS = {"train": "train", "val": "validation"}
 
@@ -45,21 +44,13 @@ def export_zip(ref: str, dest: Path, progress: Callable[[float, str], None] | No
     name, version = resolve(ref)
     source = materialize(name, version)
     entries = layout(read_manifest(name, version))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".zip")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for i, (path, item) in enumerate(entries):
-                zf.write(source / item.file, f"{name}/{path}")
-                if progress and i % 100 == 0:
-                    progress(i / len(entries), f"Zipped {i}/{len(entries)} images")
-            for path, text in metadata(entries).items():
-                zf.writestr(f"{name}/{path}", text)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for i, (path, item) in enumerate(entries):
+            zf.write(source / item.file, f"{name}/{path}")
+            if progress and i % 100 == 0:
+                progress(i / len(entries), f"Zipped {i}/{len(entries)} images")
+        for path, text in metadata(entries).items():
+            zf.writestr(f"{name}/{path}", text)
     return dest
 
 
@@ -70,16 +61,10 @@ def export_folder(ref: str, dest: Path) -> Path:
         raise StudioError(f"{dest} already exists; choose a new folder for the export.")
     source = materialize(name, version)
     entries = layout(read_manifest(name, version))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
-    try:
+    with staged_folder(dest) as tmp:
         for path, item in entries:
             (tmp / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / item.file, tmp / path)
         for path, text in metadata(entries).items():
             (tmp / path).write_text(text, encoding="utf-8")
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dest

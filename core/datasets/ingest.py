@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,11 +28,12 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel
 
 from core.datasets import safety
-from core.datasets.draft import Draft, DraftItem, Problem, caption_problems, draft_dir, ensure_drafts_dir, replace_dir, save_draft, save_version
+from core.datasets.draft import Draft, DraftItem, Problem, caption_problems, draft_dir, save_draft, save_version
 from core.datasets.images import prepare_image
 from core.datasets.safety import Entry
 from core.datasets.versions import check_name, list_versions
 from core.errors import StudioError
+from core.files import staged_folder
 from core.settings import get_settings
 
 Progress = Callable[[float, str], None]
@@ -259,28 +259,23 @@ def import_dataset(
         raise StudioError(f"A dataset named {name!r} already exists; choose another name.")
     if sum(x is not None for x in (zip_path, folder, uploads)) != 1:
         raise StudioError("Import one thing at a time: a zip, a folder or uploaded files.")
-    tmp = Path(tempfile.mkdtemp(dir=ensure_drafts_dir(), prefix=".tmp-"))
-    try:
+    with staged_folder(draft_dir(name)) as staging:
         if progress:
             progress(0.0, "Checking the upload…")
         with upload(zip_path, folder, uploads) as entries:
             files = len(entries)
-            draft = ingest_entries(safety.dataset_root(entries), name, tmp / "draft", progress=scaled(progress, 0.0, 0.8))
-        version = None
-        if any(not caption_problems(item) for item in draft.items):
-            replace_dir(tmp / "draft", draft_dir(name))
-            try:
-                version = save_version(draft, note=note or "imported", progress=scaled(progress, 0.8, 0.2))
-            except BaseException:
-                shutil.rmtree(draft_dir(name), ignore_errors=True)
-                raise
-        elif draft.items:
-            replace_dir(tmp / "draft", draft_dir(name))  # every caption needs a fix first: keep the draft
-        else:
+            draft = ingest_entries(safety.dataset_root(entries), name, staging, progress=scaled(progress, 0.0, 0.8))
+        if not draft.items:
             reasons = "; ".join(f"{p.file}: {p.reason}" for p in draft.quarantine[:3])
             raise StudioError(f"No usable image was found in the upload ({reasons or 'it holds no images'}).")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # The draft is in place now; when every caption needs a fix first, it is all the import keeps.
+    version = None
+    if any(not caption_problems(item) for item in draft.items):
+        try:
+            version = save_version(draft, note=note or "imported", progress=scaled(progress, 0.8, 0.2))
+        except BaseException:
+            shutil.rmtree(draft_dir(name), ignore_errors=True)
+            raise
     needs_fix = sum(bool(caption_problems(item)) for item in draft.items)
     return ImportReport(
         name=name,

@@ -14,12 +14,11 @@ from pathlib import Path
 from pydantic import BaseModel
 from sqlalchemy import update
 
+from core.aws import aws_errors, credentialed_session
 from core.datasets.versions import MANIFEST, find_version, materialize, read_manifest, resolve, version_prefix
 from core.db import DatasetVersion, session_scope
 from core.errors import StudioError
 from core.settings import get_settings
-
-CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AuthFailure"}
 
 
 class PushResult(BaseModel):
@@ -29,34 +28,6 @@ class PushResult(BaseModel):
     bytes_uploaded: int
 
 
-def s3_client():  # type: ignore[no-untyped-def]
-    import boto3
-
-    session = boto3.session.Session(region_name=get_settings().aws_region)
-    if session.get_credentials() is None:
-        raise StudioError("No AWS credentials were found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
-    return session.client("s3")
-
-
-def explain(exc: Exception, bucket: str) -> StudioError:
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-
-    if isinstance(exc, NoCredentialsError):
-        return StudioError("No AWS credentials were found; set AWS_PROFILE or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.")
-    if isinstance(exc, EndpointConnectionError):
-        return StudioError(f"S3 could not be reached ({exc.kwargs.get('endpoint_url', 'no endpoint')}); check the network or AWS_ENDPOINT_URL.")
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in CREDENTIAL_ERRORS:
-            return StudioError("AWS rejected the credentials; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE).")
-        if code in ("AccessDenied", "403"):
-            return StudioError(f"These AWS credentials may not write to the bucket {bucket!r}.")
-        if code in ("NoSuchBucket", "404"):
-            return StudioError(f"The S3 bucket {bucket!r} does not exist.")
-        return StudioError(f"S3 refused the push ({code}): {exc.response.get('Error', {}).get('Message', '')}")
-    return StudioError(f"The push to S3 failed: {exc}")
-
-
 def push_version(
     ref: str,
     bucket: str | None = None,
@@ -64,7 +35,6 @@ def push_version(
     progress: Callable[[float, str], None] | None = None,
 ) -> PushResult:
     from boto3.s3.transfer import TransferConfig
-    from botocore.exceptions import BotoCoreError, ClientError
 
     settings = get_settings()
     bucket = bucket or settings.s3_bucket
@@ -78,7 +48,7 @@ def push_version(
     files = sorted({item.file for item in read_manifest(name, version)}) + [MANIFEST]
     sizes = {f: (source / f).stat().st_size for f in files}
     total = sum(sizes.values()) or 1
-    client = s3_client()
+    client = credentialed_session().client("s3")
     config = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
     done = 0
     lock = threading.Lock()
@@ -90,7 +60,7 @@ def push_version(
             if progress:
                 progress(min(done / total, 1.0), f"Pushed {done / 1e6:.1f} of {total / 1e6:.1f} MB")
 
-    try:
+    with aws_errors("S3", bucket):
         present: dict[str, int] = {}
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root + "/"):
             for obj in page.get("Contents", []):
@@ -107,13 +77,6 @@ def push_version(
             )
             uploaded += 1
             sent += sizes[file]
-    except (ClientError, BotoCoreError) as exc:
-        raise explain(exc, bucket) from None
-    except Exception as exc:  # boto3's transfer manager wraps client errors in its own
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, ClientError | BotoCoreError):
-            raise explain(cause, bucket) from None
-        raise
     uri = f"s3://{bucket}/{root}/"
     row = find_version(name, version)
     with session_scope() as session:

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from sqlalchemy import select
 
 from core.db import Dataset, DatasetVersion, session_scope
 from core.errors import StudioError
+from core.files import staged_folder
 from core.settings import get_settings
 from core.storage import LocalStore, get_store
 
@@ -178,9 +178,8 @@ def link_or_copy(src: Path, dest: Path) -> None:
 
 def build_local(dest: Path, files: dict[str, bytes | Path], manifest: bytes, progress: Callable[[float, str], None] | None) -> None:
     """Write a version folder under a temporary name, manifest last, and rename it into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".tmp-"))
-    try:
+    # A folder already at `dest` was left by a save that failed before its catalog row was written: replaced.
+    with staged_folder(dest) as tmp:
         (tmp / "images").mkdir()
         for i, (file, data) in enumerate(files.items()):
             if isinstance(data, Path):
@@ -190,12 +189,6 @@ def build_local(dest: Path, files: dict[str, bytes | Path], manifest: bytes, pro
             if progress and (i % 200 == 0 or i == len(files) - 1):
                 progress((i + 1) / len(files), f"Stored {i + 1}/{len(files)} images")
         (tmp / MANIFEST).write_bytes(manifest)
-        if dest.exists():  # left by a save that failed before its catalog row was written
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def find_version(name: str, version: str) -> DatasetVersion | None:

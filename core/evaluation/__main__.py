@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.errors import StudioError
 from core.evaluation.features import FEATURES
+from core.files import atomic_write_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from pydantic import ValidationError
 
+    from core.config_base import describe_validation_error
     from core.evaluation.evaluate import evaluate
     from core.evaluation.request import EvalRequest
     from core.settings import get_settings
@@ -45,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             guidance = [float(g) for g in args.guidance.split(",") if g.strip()]
             request = EvalRequest(model=args.model, dataset=args.dataset, n=args.n, guidance=guidance, features=args.features, steps=args.steps, seed=args.seed)
-        except (ValueError, ValidationError) as exc:
-            raise StudioError(f"The evaluation settings are not valid: {str(exc).splitlines()[0]}") from None
+        except ValidationError as exc:
+            raise StudioError(describe_validation_error(exc, "evaluation")) from None
+        except ValueError as exc:  # a guidance scale that is not a number
+            raise StudioError(f"The evaluation settings are not valid: {exc}.") from None
         result = evaluate(request, args.out, progress)
-        (args.out / "result.json").write_text(result.model_dump_json(indent=1))
+        atomic_write_text(args.out / "result.json", result.model_dump_json(indent=1))
         if args.run_id:
             from core.evaluation.records import log_result
 

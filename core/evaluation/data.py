@@ -14,8 +14,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
+from core.datasets.pixels import load_image
 from core.datasets.versions import ManifestItem, materialize, read_manifest, resolve
-from core.training.data import load_image
 
 RESOLUTION = 32  # what evaluators and the metric features see
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from core.errors import StudioError
 from core.evaluation.data import RESOLUTION, Version, label_of
+from core.files import staged_folder
 from core.settings import get_settings
 
 FEATURES = 128
@@ -146,14 +147,10 @@ def evaluator_dir(ref: str) -> Path:
 
 def save_evaluator(evaluator: Evaluator, folder: Path) -> Path:
     """model.safetensors + evaluator.json + train_evaluator.py, renamed into place together."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in evaluator.net.state_dict().items()}, tmp / "model.safetensors")
-    (tmp / "evaluator.json").write_text(evaluator.info.model_dump_json(indent=1))
-    shutil.copy(Path(__file__), tmp / "train_evaluator.py")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with staged_folder(folder) as tmp:
+        save_file({k: v.contiguous() for k, v in evaluator.net.state_dict().items()}, tmp / "model.safetensors")
+        (tmp / "evaluator.json").write_text(evaluator.info.model_dump_json(indent=1))
+        shutil.copy(Path(__file__), tmp / "train_evaluator.py")
     return folder
 
 

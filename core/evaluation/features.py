@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
 
     from core.evaluation.evaluator import Evaluator
 
@@ -36,17 +35,3 @@ def extractor(name: FeatureName, evaluator: Evaluator) -> Extractor:
         return imagenet_features
     return evaluator.features
 
-
-def pooled_features(images: np.ndarray, size: int, forward: Callable[[torch.Tensor], torch.Tensor], batch: int = 16) -> np.ndarray:
-    """Resize uint8 batches to `size` (pixels in [0, 1]), run `forward`, spatially average-pool."""
-    import numpy as np
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch):
-            x = torch.from_numpy(images[start : start + batch]).float() / 255.0
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-            feats = forward(x)
-            out.append(feats.flatten(2).mean(2).numpy() if feats.ndim > 2 else feats.numpy())
-    return np.concatenate(out)

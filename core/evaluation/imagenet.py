@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from core.errors import StudioError
-from core.evaluation.features import pooled_features
+from core.evaluation.pooling import pooled_features
 
 SIZE = 224
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from core.errors import StudioError
-from core.evaluation.features import pooled_features
+from core.evaluation.pooling import pooled_features
 
 INPUT_RANGE = (-1.0, 0.9921875)  # the TensorFlow Inception's input range, which FID figures use
 SIZE = 299

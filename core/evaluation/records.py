@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlflow.entities import Metric
-
 from core.evaluation.evaluate import EvalResult
-from core.tracking import get_tracking
+from core.files import atomic_write_text
+from core.tracking.runs import get_run
+from core.tracking.writes import log_artifacts, log_metrics, set_tags
 
 PREFIX = "eval"
 # The comparison's columns: (metric, label, better) with better = "max" or "min".
@@ -37,22 +37,17 @@ def metric_values(result: EvalResult) -> dict[str, float]:
 
 
 def log_result(run_id: str, result: EvalResult, out_dir: Path) -> None:
-    import time
-
-    client = get_tracking().client
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metric_values(result).items()])
-    client.set_tag(run_id, f"{PREFIX}.{result.features}.dataset", result.dataset)
-    (out_dir / "result.json").write_text(result.model_dump_json(indent=1))
-    client.log_artifacts(run_id, str(out_dir), f"evaluation/{result.features}")
+    log_metrics(run_id, metric_values(result))
+    set_tags(run_id, {f"{PREFIX}.{result.features}.dataset": result.dataset})
+    atomic_write_text(out_dir / "result.json", result.model_dump_json(indent=1))
+    log_artifacts(run_id, out_dir, f"evaluation/{result.features}")
 
 
 def comparison_rows(run_ids: list[str], names: dict[str, str] | None = None) -> list[dict[str, object]]:
     """One row per run, features and guidance scale that has evaluation metrics."""
-    client = get_tracking().client
     rows = []
     for run_id in run_ids:
-        metrics = client.get_run(run_id).data.metrics
+        metrics = get_run(run_id).data.metrics
         found: dict[tuple[str, str], dict[str, float]] = {}
         for key, value in metrics.items():
             parts = key.split("/")

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from core.config_base import StrictModel
 from core.evaluation.features import FeatureName
 
 
-class EvalSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvalSettings(StrictModel):
     n: int = Field(1000, ge=10, le=100_000, description="Generated images per guidance scale.")
     guidance: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0], min_length=1)
     features: FeatureName = "evaluator"

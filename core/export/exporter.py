@@ -9,22 +9,24 @@ from __future__ import annotations
 
 import re
 import shutil
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from sqlalchemy import select
 
 from core.db import Export, new_id, session_scope
 from core.errors import StudioError
 from core.export.graphs import PARTS, export_graphs
 from core.export.optimize import convert_fp16, optimize_graph
 from core.export.parity import ParityReport, parity_report
+from core.files import staged_folder, zip_folder
 from core.inference.onnx_backend import cuda_works
 from core.modeling.io import load_components
 from core.settings import get_settings
-from core.tracking import get_tracking, model_folder
+from core.tracking import create_run, model_folder
+from core.tracking.registry import register_version
+from core.tracking.runs import get_run
+from core.tracking.writes import log_artifacts, log_metrics, set_status
 
 Progress = Callable[[float, str], None]
 
@@ -43,26 +45,14 @@ def registry_name(label: str) -> str:
 
 def log_to_mlflow(folder: Path, report: ParityReport, run_id: str | None, label: str, name: str | None) -> tuple[str, str, str]:
     """Log the export to its run (a new run for a plain folder) and register it; (run, model, version)."""
-    from mlflow.exceptions import MlflowException
-
-    tracking = get_tracking()
-    client = tracking.client
     if run_id is None:
-        run_id = client.create_run(tracking.experiment_id, run_name=f"export {label}", tags={"source_folder": label}).info.run_id
-        client.set_terminated(run_id)
-    client.log_artifacts(run_id, str(folder), "onnx")
-    metrics = {"onnx_psnr_db": min(report.psnr_db), **{f"onnx_max_rel_{c.name}": c.max_rel for c in report.components}}
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, value)
+        run_id = create_run(f"export {label}", {"source_folder": label})
+        set_status(run_id, "FINISHED")
+    log_artifacts(run_id, folder, "onnx")
+    log_metrics(run_id, {"onnx_psnr_db": min(report.psnr_db), **{f"onnx_max_rel_{c.name}": c.max_rel for c in report.components}})
     model = name or registry_name(label)
-    try:
-        client.create_registered_model(model, description="ONNX exports from Diffusion Studio")
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    source = f"{client.get_run(run_id).info.artifact_uri}/onnx"
-    version = client.create_model_version(model, source, run_id=run_id, tags={"fp16": str(report.fp16).lower()})
-    return run_id, model, str(version.version)
+    version = register_version(model, run_id, "onnx", "ONNX exports from Diffusion Studio", tags={"fp16": str(report.fp16).lower()})
+    return run_id, model, str(version)
 
 
 def export_model(ref: str, out: Path | None = None, fp16: bool = False, name: str | None = None, progress: Progress | None = None) -> Export:
@@ -81,9 +71,7 @@ def export_model(ref: str, out: Path | None = None, fp16: bool = False, name: st
     for module in (components.text_encoder, components.vae, components.unet):
         module.to("cpu").eval()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}-{export_id}")
-    try:
+    with staged_folder(out) as tmp:
         export_graphs(components, tmp, lambda f, text: step(0.05 + 0.55 * f, text))
         for i, part in enumerate(PARTS):
             step(0.6 + 0.1 * i / len(PARTS), f"Optimizing the {part.replace('_', ' ')} graph…")
@@ -96,15 +84,10 @@ def export_model(ref: str, out: Path | None = None, fp16: bool = False, name: st
         (tmp / "parity.json").write_text(report.model_dump_json(indent=1))
         if not report.passed:
             raise ParityError(f"The export disagrees with PyTorch beyond tolerance: {', '.join(report.failures())}; nothing was registered.", report)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
     try:
         step(0.9, "Logging to MLflow and registering the model version…")
-        label = folder.name if run_id is None else (get_tracking().client.get_run(run_id).info.run_name or run_id)
+        label = folder.name if run_id is None else (get_run(run_id).info.run_name or run_id)
         run_id, model, version = log_to_mlflow(out, report, run_id, label, name)
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         with session_scope() as session:
@@ -127,25 +110,6 @@ def export_model(ref: str, out: Path | None = None, fp16: bool = False, name: st
     return record
 
 
-def list_exports(limit: int = 100) -> list[Export]:
-    with session_scope() as session:
-        return list(session.scalars(select(Export).order_by(Export.created_at.desc()).limit(limit)))
-
-
-def get_export(export_id: str) -> Export:
-    with session_scope() as session:
-        record = session.get(Export, export_id)
-    if record is None:
-        raise StudioError(f"There is no export {export_id!r}.")
-    return record
-
-
-def newest_export_of(run_id: str) -> Export | None:
-    with session_scope() as session:
-        query = select(Export).where(Export.mlflow_run_id == run_id).order_by(Export.created_at.desc()).limit(1)
-        return session.scalars(query).first()
-
-
 def export_files(record: Export) -> list[tuple[str, int]]:
     root = Path(record.path)
     return [(str(p.relative_to(root)), p.stat().st_size) for p in sorted(root.rglob("*")) if p.is_file()]
@@ -156,10 +120,4 @@ def export_zip(record: Export) -> Path:
     dest = get_settings().cache_dir / "export-zips" / f"{record.id}.zip"
     if dest.is_file():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        for rel, _size in export_files(record):
-            archive.write(Path(record.path) / rel, f"{record.id}/{rel}")
-    tmp.rename(dest)
-    return dest
+    return zip_folder(Path(record.path), dest, prefix=record.id)

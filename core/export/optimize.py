@@ -8,8 +8,9 @@ with CPU fusions (FusedConv, NCHWc) would no longer run on CUDA, and the other w
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from core.files import atomic_path
 
 
 def optimize_graph(path: Path) -> None:
@@ -17,10 +18,9 @@ def optimize_graph(path: Path) -> None:
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    tmp = path.with_name(f".{path.name}.opt")
-    options.optimized_model_filepath = str(tmp)
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        options.optimized_model_filepath = str(tmp)
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def convert_fp16(path: Path) -> None:
@@ -29,6 +29,5 @@ def convert_fp16(path: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
-    tmp = path.with_name(f".{path.name}.fp16")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))

@@ -49,27 +49,23 @@ class Generation:
 
 def list_models(limit: int = 30) -> list[ModelEntry]:
     """Finished runs with a trained model, newest first, then the exports in the catalog."""
-    from core.export.exporter import list_exports
-    from core.tracking import get_tracking
+    from core.export_records import list_exports
+    from core.tracking.artifacts import has_model
+    from core.tracking.runs import RunQuery, list_runs
 
-    tracking = get_tracking()
     exports = list_exports()
     exported_runs = {e.mlflow_run_id for e in exports}
-    entries = []
-    runs = tracking.client.search_runs(
-        [tracking.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=limit
-    )
-    for run in runs:
-        if any(a.path == "model" for a in tracking.client.list_artifacts(run.info.run_id)):
-            entries.append(
-                ModelEntry(
-                    id=run.info.run_id,
-                    label=f"run {run.info.run_name or run.info.run_id} ({run.info.run_id[:8]})",
-                    kind="run",
-                    backends=["torch", "onnx"] if run.info.run_id in exported_runs else ["torch"],
-                    run_id=run.info.run_id,
-                )
-            )
+    entries = [
+        ModelEntry(
+            id=row.run_id,
+            label=f"run {row.name} ({row.run_id[:8]})",
+            kind="run",
+            backends=["torch", "onnx"] if row.run_id in exported_runs else ["torch"],
+            run_id=row.run_id,
+        )
+        for row in list_runs(RunQuery(status=["FINISHED"], page_size=limit)).rows
+        if has_model(row.run_id)
+    ]
     for export in exports:
         entries.append(
             ModelEntry(
@@ -83,39 +79,31 @@ def list_models(limit: int = 30) -> list[ModelEntry]:
     return entries
 
 
-def _export_by(**where: str):  # type: ignore[no-untyped-def]
-    from sqlalchemy import select
-
-    from core.db import Export, session_scope
-
-    with session_scope() as session:
-        query = select(Export).filter_by(**where).order_by(Export.created_at.desc()).limit(1)
-        return session.scalars(query).first()
-
-
 def onnx_folder(ref: str) -> Path:
+    from core.export_records import find_export
     from core.inference.onnx_backend import is_onnx_export
 
     path = Path(ref).expanduser()
     if path.is_dir() and is_onnx_export(path):
         return path
-    record = _export_by(id=ref) or _export_by(mlflow_run_id=ref) or _export_by(source=ref)
+    record = find_export(id=ref) or find_export(mlflow_run_id=ref) or find_export(source=ref)
     if record is None:
         raise StudioError(f"{ref!r} has no ONNX export yet; export it first (`studio export {ref}`).")
     return Path(record.path)
 
 
 def torch_folder(ref: str) -> Path:
+    from core.export_records import find_export
     from core.inference.onnx_backend import is_onnx_export
     from core.tracking import model_folder
 
     path = Path(ref).expanduser()
     if path.is_dir() and is_onnx_export(path):
-        record = _export_by(path=str(path.resolve()))
+        record = find_export(path=str(path.resolve()))
         if record is None:
             raise StudioError(f"{ref} is an ONNX export the catalog does not know, so its PyTorch model is unknown; use the onnx backend.")
         return model_folder(record.source)
-    record = _export_by(id=ref)
+    record = find_export(id=ref)
     return model_folder(record.source if record else ref)
 
 
@@ -138,6 +126,16 @@ def load_generator(ref: str, backend: Backend = "torch") -> Generator:
     if backend not in BACKEND_LABELS:
         raise StudioError(f"Unknown backend {backend!r}; use torch or onnx.")
     return _load(ref, backend, str(get_settings().home.resolve()))
+
+
+def generate_side_by_side(run_ids: list[str], request: GenerateRequest) -> dict[str, list[Image.Image]]:
+    """One prompt and seed through each run's final model (the engine's own generation code)."""
+    from core.inference.torch_backend import TorchGenerator
+    from core.settings import get_settings
+    from core.tracking import model_folder
+
+    device = get_settings().device
+    return {rid: TorchGenerator(model_folder(rid), device)(request) for rid in run_ids}
 
 
 _lock = threading.Lock()  # one generation at a time: the cores are shared by every request

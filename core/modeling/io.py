@@ -7,12 +7,10 @@ Loading refuses pickle-based weights (`.bin`, `.pt`, `.ckpt`), which can run cod
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from core.errors import StudioError
+from core.files import staged_folder
 from core.modeling.presets import Components
 
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -46,19 +44,8 @@ def save_components(components: Components, folder: Path, merge_lora: bool = Tru
 
     if has_lora(components.unet):
         components = replace(components, unet=plain_unet(components.unet, merged=merge_lora))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    try:
+    with staged_folder(folder) as tmp:
         pipeline_for(components).save_pretrained(tmp, safe_serialization=True)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            shutil.rmtree(old)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

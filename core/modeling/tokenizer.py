@@ -10,14 +10,13 @@ from __future__ import annotations
 import gzip
 import html
 import importlib.util
-import shutil
-import tempfile
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
 from transformers import CLIPTokenizer
 
+from core.files import staged_folder
 from core.settings import get_settings
 
 MAX_LENGTH = 77
@@ -66,11 +65,8 @@ def load_tokenizer() -> CLIPTokenizer:
     """The cached tokenizer; built and saved on first use."""
     cache = get_settings().cache_dir / "clip-tokenizer"
     if not (cache / "tokenizer_config.json").is_file():
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=".tmp-"))
-        build_tokenizer().save_pretrained(tmp)
-        shutil.rmtree(cache, ignore_errors=True)
-        tmp.rename(cache)
+        with staged_folder(cache) as tmp:
+            build_tokenizer().save_pretrained(tmp)
     return CLIPTokenizer.from_pretrained(cache)
 
 

@@ -7,13 +7,15 @@ written last, after the folder is renamed into place.
 
 from __future__ import annotations
 
-import os
+import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from core.errors import StudioError
+from core.files import atomic_write_text, staged_folder
 
 LATEST = "latest"
 
@@ -30,17 +32,10 @@ def save_checkpoint(root: Path, name: str, write: Any, keep: int, staging: Path 
 
     `staging` is given when other processes (DeepSpeed ranks) write into the same folder first.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = staging or Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    write(tmp)
     dest = root / name
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
-    latest_tmp = root / ".latest.tmp"
-    latest_tmp.write_text(name)
-    os.replace(latest_tmp, root / LATEST)
+    with staged_folder(dest, staging) as folder:
+        write(folder)
+    atomic_write_text(root / LATEST, name)
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return dest
@@ -52,6 +47,21 @@ def latest_checkpoint(root: Path) -> Path | None:
         return None
     folder = root / pointer.read_text().strip()
     return folder if (folder / "state.pt").is_file() else None
+
+
+def resolve_resume(root: Path, resume: str | None) -> Path | None:
+    """The checkpoint folder `--resume` names: `latest` in `root` (None before the first), or a path."""
+    if not resume:
+        return None
+    if resume == "latest":
+        found = latest_checkpoint(root)
+        if found is None:
+            logging.getLogger("core.training").info("No checkpoint in %s yet; starting from the beginning.", root)
+        return found
+    path = Path(resume)
+    if not (path / "state.pt").is_file():
+        raise StudioError(f"{path} is not a checkpoint folder (state.pt is missing).")
+    return path
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:

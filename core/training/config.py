@@ -10,17 +10,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from core.config_base import StrictModel, describe_validation_error
 from core.errors import StudioError
 from core.evaluation.request import EvalSettings
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class StageConfig(Strict):
+class StageConfig(StrictModel):
     steps: int = Field(ge=0, le=10_000_000)
     batch_size: int = Field(32, ge=1, le=4096)
     lr: float = Field(1e-3, gt=0, le=1)
@@ -47,12 +44,20 @@ class UnetConfig(StageConfig):
     lora_rank: int | None = Field(None, ge=1, le=512, description="Train LoRA adapters on the UNet only.")
 
 
-class DeepSpeedConfig(Strict):
+class DeepSpeedConfig(StrictModel):
     zero_stage: int = Field(2, ge=0, le=3)
     offload_optimizer: bool = False
 
+    @field_validator("zero_stage")
+    @classmethod
+    def _refuse_zero3(cls, stage: int) -> int:
+        # ZeRO-3 shards the weights themselves, but validation, samples and checkpoints use them whole.
+        if stage == 3:
+            raise ValueError("ZeRO stage 3 is not supported, as sampling and checkpoints need the whole model on every GPU; use stage 2, with offload_optimizer to save memory")
+        return stage
 
-class TrainConfig(Strict):
+
+class TrainConfig(StrictModel):
     preset: Literal["tiny", "small", "base", "finetune"] = "tiny"
     base_model: Path | None = Field(None, description="Local Stable-Diffusion-layout folder (finetune).")
     stage: Literal["all", "vae", "unet"] = "all"
@@ -102,14 +107,6 @@ class TrainConfig(Strict):
         return ["vae", "unet"] if self.stage == "all" else [self.stage]
 
 
-def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    if first["type"] == "extra_forbidden":
-        return f"The config key '{where}' is not known."
-    return f"The config value '{where}' is not valid: {first['msg']}."
-
-
 def set_override(data: dict[str, Any], assignment: str) -> None:
     """Apply `a.b=value` to nested dicts; the value is parsed as YAML (numbers, booleans, lists)."""
     key, sep, raw = assignment.partition("=")
@@ -131,7 +128,7 @@ def build_config(data: dict[str, Any] | None = None, overrides: list[str] = ()) 
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise StudioError(_describe(exc)) from None
+        raise StudioError(describe_validation_error(exc, "config")) from None
 
 
 def load_config(path: Path | None, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from core.datasets.pixels import load_image
 from core.datasets.versions import MANIFEST, parse_manifest
 from core.errors import StudioError
 from core.modeling.tokenizer import clean_caption
@@ -29,18 +29,6 @@ class Split:
     def pixels(self, index: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1], as the VAE expects."""
         return self.images[index].float() / 127.5 - 1.0
-
-
-def load_image(path: Path, resolution: int) -> np.ndarray:
-    """(3, r, r) uint8: RGB, the centre square, resized to the training resolution."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-        if side != resolution:
-            img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
-        return np.asarray(img).transpose(2, 0, 1).copy()
 
 
 def load_splits(folder: Path, resolution: int) -> tuple[Split, Split]:

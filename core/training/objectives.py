@@ -1,5 +1,9 @@
 """The two training objectives as modules, so DDP and DeepSpeed can wrap them whole.
 
+Each returns a dict: `loss` to train on, plus any other values the loop logs with it (`mse`). The
+UNet's text input is token ids when the text encoder trains, else the frozen encoder's outputs,
+computed once per caption (`embed_captions`).
+
 Randomness (noise, timesteps, posterior samples) is drawn by the loop from its own generator and
 passed in, which keeps a resumed run bit-identical to an uninterrupted one.
 """
@@ -11,6 +15,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import compute_snr
 from torch import nn
+from transformers import CLIPTokenizer
 
 
 class VaeObjective(nn.Module):
@@ -21,13 +26,28 @@ class VaeObjective(nn.Module):
         self.vae = vae
         self.kl_weight = kl_weight
 
-    def forward(self, pixels: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
         posterior = self.vae.encode(pixels).latent_dist
         latents = posterior.mean + posterior.std * eps
         recon = self.vae.decode(latents).sample
         mse = F.mse_loss(recon.float(), pixels.float())
         kl = posterior.kl().mean() / pixels[0].numel()
-        return mse + self.kl_weight * kl, mse.detach()
+        return {"loss": mse + self.kl_weight * kl, "mse": mse.detach()}
+
+
+def tokenize(tokenizer: CLIPTokenizer, captions: list[str], device: torch.device) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids.to(device)
+
+
+@torch.no_grad()
+def embed_captions(text_encoder: nn.Module, tokenizer: CLIPTokenizer, captions: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+    """The frozen text encoder's output for each distinct caption, computed once for the whole stage."""
+    unique = sorted(set(captions))
+    out: dict[str, torch.Tensor] = {}
+    for i in range(0, len(unique), 256):
+        chunk = unique[i : i + 256]
+        out.update(zip(chunk, text_encoder(tokenize(tokenizer, chunk, device))[0], strict=True))
+    return out
 
 
 class DenoiseObjective(nn.Module):
@@ -58,7 +78,7 @@ class DenoiseObjective(nn.Module):
         timesteps: torch.Tensor,
         text: torch.Tensor,
         weighted: bool = True,
-    ) -> torch.Tensor:
+    ) -> dict[str, torch.Tensor]:
         # `text` is token ids when the text encoder trains, cached embeddings otherwise.
         hidden = self.text_encoder(text)[0] if self.text_encoder is not None else text
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
@@ -71,4 +91,4 @@ class DenoiseObjective(nn.Module):
             if self.scheduler.config.prediction_type == "v_prediction":
                 weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr + 1)
             loss = loss * weight
-        return loss.mean()
+        return {"loss": loss.mean()}

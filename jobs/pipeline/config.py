@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from core.config_base import StrictModel, describe_validation_error
 from core.errors import StudioError
 
 # In the order they run; each is recorded in the catalog with its inputs and outputs.
@@ -21,22 +22,18 @@ STEPS = ("dataset", "train", "wait", "select", "fetch", "export", "register")
 MAX_TRIALS = 16
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SelectConfig(Strict):
+class SelectConfig(StrictModel):
     metric: str = Field("val_loss", description="An MLflow metric every run logs (its latest value counts).")
     mode: Literal["min", "max"] = "min"
 
 
-class ExportConfig(Strict):
+class ExportConfig(StrictModel):
     model: str | None = Field(None, description="Registered model name; default '<pipeline name>-onnx'.")
     alias: str = Field("champion", pattern=r"^[A-Za-z_][\w-]*$", description="Alias set on the new version.")
     fp16: bool = False
 
 
-class PipelineConfig(Strict):
+class PipelineConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Re-running a name resumes it.")
     dataset: str = Field(description="name@version, or a bare name for its newest version.")
     push_to_s3: bool = Field(False, description="Push the version to STUDIO_S3_BUCKET (always, for SageMaker).")
@@ -78,14 +75,6 @@ class PipelineConfig(Strict):
         return [*self.overrides, *(f"{key}={json.dumps(value)}" for key, value in trial.items())]
 
 
-def _describe(error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    if first["type"] == "extra_forbidden":
-        return f"The pipeline key '{where}' is not known."
-    return f"The pipeline value '{where}' is not valid: {first['msg'].removeprefix('Value error, ')}."
-
-
 def parse_pipeline_config(text: str, source: str = "the pipeline config") -> PipelineConfig:
     try:
         data = yaml.safe_load(text)
@@ -96,7 +85,7 @@ def parse_pipeline_config(text: str, source: str = "the pipeline config") -> Pip
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise StudioError(_describe(exc)) from None
+        raise StudioError(describe_validation_error(exc, "pipeline")) from None
 
 
 def load_pipeline_config(path: Path) -> PipelineConfig:

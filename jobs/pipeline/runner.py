@@ -3,15 +3,14 @@
 A step is skipped when its last attempt succeeded with the same inputs (inputs include the outputs
 of the steps before it), so re-running a pipeline resumes at the step that failed, and a fixed
 config re-runs only the steps it changes. One config name is one pipeline until it succeeds; a
-changed config after that starts a new one. The pipeline process holds a claim (its pid), so two
-runs of one pipeline never overlap; Airflow runs the same steps one task at a time.
+changed config after that starts a new one. The pipeline process holds a claim (its pid and start
+time, see jobs.processes), so two runs of one pipeline never overlap; Airflow runs the same steps
+one task at a time.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,11 @@ from sqlalchemy import or_, select, update
 
 from core.db import Pipeline, PipelineStep, session_scope, utcnow
 from core.errors import StudioError
+from core.files import atomic_write_text
 from core.settings import get_settings
 from jobs.pipeline.config import STEPS, PipelineConfig
 from jobs.pipeline.steps import STEP_FUNCTIONS, Context, Log
+from jobs.processes import ProcessId, alive, current, spawn
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,24 +72,23 @@ def prepare(config: PipelineConfig, config_path: Path | None = None) -> Pipeline
         return pipeline
 
 
-def _alive(pid: int | None) -> bool:
-    """Whether `pid` is a live process (not a zombie left by a parent that has not reaped it)."""
-    if not pid:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
+def _holder(pipeline: Pipeline) -> ProcessId | None:
+    """The process that runs the pipeline (a `studio pipeline run` or a launched one), if it still does."""
+    process = ProcessId(pipeline.pid, pipeline.pid_started) if pipeline.pid else None
+    return process if alive(process) else None
 
 
 def _claim(pipeline_id: str) -> None:
+    me = current()
     with session_scope() as session:
         row = session.get(Pipeline, pipeline_id)
-        holder = row.pid if row is not None else None
-        if holder not in (None, os.getpid()) and _alive(holder):
-            raise StudioError(f"The pipeline {row.name} is already running (process {holder}).")
+        holder = _holder(row) if row is not None else None
+        if holder not in (None, me):
+            raise StudioError(f"The pipeline {row.name} is already running (process {holder.pid}).")
         session.execute(
-            update(Pipeline).where(Pipeline.id == pipeline_id, or_(Pipeline.pid.is_(None), Pipeline.pid == holder)).values(pid=os.getpid())
+            update(Pipeline)
+            .where(Pipeline.id == pipeline_id, or_(Pipeline.pid.is_(None), Pipeline.pid == (row.pid if row else None)))
+            .values(pid=me.pid, pid_started=me.started)
         )
 
 
@@ -156,32 +156,19 @@ def run(pipeline_id: str, log: Log = print) -> Pipeline:
         if get_pipeline(pipeline_id).status != "succeeded":  # every step was skipped
             _set_pipeline(pipeline_id, status="succeeded", finished_at=utcnow())
     finally:
-        _set_pipeline(pipeline_id, pid=None)
+        _set_pipeline(pipeline_id, pid=None, pid_started=None)
     return get_pipeline(pipeline_id)
-
-
-def run_pipeline(config: PipelineConfig, config_path: Path | None = None, log: Log = print) -> Pipeline:
-    return run(prepare(config, config_path).id, log)
 
 
 def launch(config: PipelineConfig, config_path: Path | None = None) -> Pipeline:
     """Run the pipeline in a detached process (it outlives the page); its log goes to pipelines/<id>.log."""
     pipeline = prepare(config, config_path)
-    if _alive(pipeline.pid):
+    if _holder(pipeline):
         raise StudioError(f"The pipeline {pipeline.name} is already running (process {pipeline.pid}).")
     log_file = log_path(pipeline.id)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.pipeline", pipeline.id],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "STUDIO_HOME": str(get_settings().home.resolve())},
-        )
-    _set_pipeline(pipeline.id, pid=proc.pid, status="running", failure_reason=None)
+    process = spawn([sys.executable, "-m", "jobs.pipeline", pipeline.id], log=log_file)
+    _set_pipeline(pipeline.id, pid=process.pid, pid_started=process.started, status="running", failure_reason=None)
     return get_pipeline(pipeline.id)
 
 
@@ -228,8 +215,5 @@ def save_config(text: str) -> Path:
 
     config = parse_pipeline_config(text)
     dest = configs_dir() / f"{config.name}.yaml"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(dest)
+    atomic_write_text(dest, text)
     return dest

@@ -5,7 +5,6 @@ outputs the next steps read). Both call the same functions the pages and the CLI
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 import tempfile
 import time
@@ -19,8 +18,6 @@ from core.settings import get_settings
 from jobs.pipeline.config import PipelineConfig
 
 Log = Callable[[str], None]
-# The steps log their own progress; MLflow's tqdm bars would flood the pipeline's log.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @dataclass
@@ -138,14 +135,13 @@ def select_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def select_run(ctx: Context, inputs: dict[str, Any]) -> dict[str, Any]:
-    from core.tracking import get_tracking
+    from core.tracking.runs import get_run
 
-    client = get_tracking().client
     by_run = {j["run_id"]: j for j in ctx.done["train"]["jobs"]}
     metric = inputs["metric"]
     ranking = []
     for run_id in inputs["runs"]:
-        value = client.get_run(run_id).data.metrics.get(metric)
+        value = get_run(run_id).data.metrics.get(metric)
         if value is not None:
             ranking.append({"run_id": run_id, "job_id": by_run[run_id]["job_id"], "params": by_run[run_id]["params"], metric: value})
     if not ranking:
@@ -163,20 +159,15 @@ def fetch_inputs(ctx: Context) -> dict[str, Any]:
 
 def model_from_s3(uri: str, run_id: str, log: Log) -> None:
     """Download a SageMaker job's model.tar.gz and log its folder as the run's `model` artifact."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from core.datasets.push import explain
-    from core.tracking import get_tracking
+    from core.aws import aws_errors, client
+    from core.tracking.writes import log_artifacts
     from jobs.relay import split_uri
-    from jobs.sagemaker import boto_session
 
     bucket, key = split_uri(uri)
     with tempfile.TemporaryDirectory(prefix="studio-model-", dir=get_settings().home.resolve()) as tmp:
         archive = Path(tmp) / "model.tar.gz"
-        try:
-            boto_session().client("s3").download_file(bucket, key, str(archive))
-        except (ClientError, BotoCoreError) as exc:
-            raise explain(exc, bucket) from None
+        with aws_errors("S3", bucket, key):
+            client("s3").download_file(bucket, key, str(archive))
         folder = Path(tmp) / "model"
         try:
             with tarfile.open(archive) as tar:
@@ -186,21 +177,18 @@ def model_from_s3(uri: str, run_id: str, log: Log) -> None:
         if not (folder / "model_index.json").is_file():
             raise StudioError(f"The job's model archive {uri} holds no diffusers model (no model_index.json).")
         log(f"Downloaded the model from {uri}; logging it to run {run_id}.")
-        get_tracking().client.log_artifacts(run_id, str(folder), "model")
+        log_artifacts(run_id, folder, "model")
 
 
 def fetch_run(ctx: Context, inputs: dict[str, Any]) -> dict[str, Any]:
-    from core.tracking import get_tracking, model_folder
-    from jobs.records import get_job
+    from core.tracking import model_folder
+    from core.tracking.artifacts import has_model
+    from jobs import control
 
-    run_id, job = inputs["run_id"], get_job(inputs["job_id"])
-    source = "mlflow"
-    has_model = any(a.path == "model" for a in get_tracking().client.list_artifacts(run_id))
-    if job.backend == "sagemaker" and not has_model:
-        from jobs.sagemaker import describe
-
-        source = describe(job)["ModelArtifacts"]["S3ModelArtifacts"]
-        model_from_s3(source, run_id, ctx.log)
+    run_id, source = inputs["run_id"], "mlflow"
+    if not has_model(run_id) and (archive := control.model_archive(inputs["job_id"])):
+        source = archive
+        model_from_s3(archive, run_id, ctx.log)
     return {"model_dir": str(model_folder(run_id)), "source": source}
 
 
@@ -240,9 +228,9 @@ def register_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def register_run(ctx: Context, inputs: dict[str, Any]) -> dict[str, Any]:
-    from core.tracking import get_tracking
+    from core.tracking.registry import set_alias
 
-    get_tracking().client.set_registered_model_alias(inputs["model"], inputs["alias"], inputs["version"])
+    set_alias(inputs["model"], inputs["alias"], inputs["version"])
     uri = f"models:/{inputs['model']}@{inputs['alias']}"
     ctx.log(f"Registered {uri} -> version {inputs['version']}.")
     return {**inputs, "uri": uri}

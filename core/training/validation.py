@@ -1,0 +1,81 @@
+"""What the loop measures between steps: held-out metrics and the sample grid.
+
+Plain functions of the model and a split, so the numbers do not depend on the loop's state: the
+VAE's reconstruction error, the UNet's held-out loss with fixed noise and timesteps, and one row of
+generated images per validation prompt with fixed seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+from PIL import Image
+
+from core.inference.torch_backend import GenerateRequest, generate_with, image_grid
+from core.modeling.presets import Components
+from core.training.data import Split
+from core.training.objectives import DenoiseObjective
+
+VAL_LIMIT = 256  # held-out images measured; enough for a stable mean, cheap at every validation
+
+
+def head(split: Split, n: int) -> Split:
+    n = min(len(split), n)
+    return Split(split.images[:n], split.captions[:n])
+
+
+@torch.no_grad()
+def encode_stats(vae: AutoencoderKL, split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every image of a split (also the loop's latent cache)."""
+    means, stds = [], []
+    for chunk in torch.arange(len(split)).split(128):
+        dist = vae.encode(split.pixels(chunk).to(device)).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+@torch.no_grad()
+def reconstruction(vae: AutoencoderKL, split: Split, device: torch.device) -> dict[str, float]:
+    """`val_mse` and `val_psnr` of the VAE's reconstructions of the split's first images."""
+    was_training = vae.training
+    vae.eval()
+    errors = []
+    for chunk in split.pixels(torch.arange(min(len(split), VAL_LIMIT))).split(64):
+        chunk = chunk.to(device)
+        recon = vae.decode(vae.encode(chunk).latent_dist.mean).sample.clamp(-1, 1)
+        errors.append(((recon - chunk) ** 2).flatten(1).mean(1).cpu())
+    vae.train(was_training)
+    mse = torch.cat(errors)
+    # PSNR on [0, 1] images: the [-1, 1] range has a peak-to-peak of 2, so MSE/4.
+    psnr = float((10 * torch.log10(1.0 / (mse / 4).clamp_min(1e-10))).mean())
+    return {"val_mse": float(mse.mean()), "val_psnr": psnr}
+
+
+@torch.no_grad()
+def heldout_loss(
+    components: Components, split: Split, device: torch.device, text: Callable[[list[str]], torch.Tensor], encode_text: bool
+) -> dict[str, float]:
+    """`val_loss`: the unweighted denoising loss with fixed noise and timesteps, so values are
+    comparable across steps and runs. `text` gives the objective's text input for captions."""
+    c = components
+    val = head(split, VAL_LIMIT)
+    fixed = torch.Generator().manual_seed(20_251_126)
+    latents = encode_stats(c.vae, val, device)[0] * c.vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=fixed).to(device)
+    timesteps = torch.randint(0, c.scheduler.config.num_train_timesteps, (len(val),), generator=fixed).to(device)
+    objective = DenoiseObjective(c.unet, c.text_encoder if encode_text else None, c.scheduler, None)
+    total = 0.0
+    for chunk in torch.arange(len(val)).split(64):
+        inputs = text([val.captions[i] for i in chunk.tolist()])
+        total += float(objective(latents[chunk], noise[chunk], timesteps[chunk], inputs, weighted=False)["loss"]) * len(chunk)
+    return {"val_loss": total / len(val)}
+
+
+@torch.no_grad()
+def sample_rows(components: Components, prompts: list[str], device: torch.device, **settings: Any) -> list[Image.Image]:
+    """One row of images per prompt, all with the same `GenerateRequest` settings (seed included)."""
+    return [image_grid(generate_with(components, GenerateRequest(prompt=p, **settings), device), rows=1) for p in prompts]
