@@ -1,6 +1,6 @@
 # Diffusion Studio on a GPU host. Not built in this repository's CI (no Docker engine there);
 # kept correct by reading. Build: docker build -t diffusion-studio .
-# Run:   docker run --gpus all -p 8501:8501 -v studio-data:/home/studio/studio-data diffusion-studio
+# Run:   docker run --gpus all -p 8501:8501 -p 7860:7860 -v studio-data:/home/studio/studio-data diffusion-studio
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -8,6 +8,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     DS_BUILD_OPS=0 \
     STUDIO_HOME=/home/studio/studio-data \
+    STUDIO_PLAYGROUND_HOST=0.0.0.0 \
     MLFLOW_DISABLE_TELEMETRY=true \
     GRADIO_ANALYTICS_ENABLED=False \
     HF_HUB_DISABLE_TELEMETRY=1 \

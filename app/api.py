@@ -1,30 +1,134 @@
 """The HTTP API: validated generation over the studio's models, with the Gradio playground mounted.
 
-`studio serve --port 8000` runs it; the Playground page starts the same app on 127.0.0.1. The
-OpenAPI spec is at /openapi.json, interactive docs at /docs.
+`studio serve --port 8000` runs it; the Playground page starts the same app on
+STUDIO_PLAYGROUND_HOST (127.0.0.1). The OpenAPI spec is at /openapi.json, interactive docs at /docs.
+Every request must name an allowed host (`STUDIO_ALLOWED_HOSTS`) in its `Host` header, else 400.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import ipaddress
+import re
 import secrets
 import socket
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 import core  # noqa: F401  (telemetry off before gradio and mlflow are imported)
 from core.errors import StudioError
 from core.inference.models import Backend, ModelEntry, generate, list_models
 from core.inference.schedulers import SchedulerName
 from core.inference.torch_backend import GenerateRequest, image_grid
+from core.settings import Settings, get_settings
 
 PLAYGROUND_PATH = "/playground"
+WILDCARD_ADDRESSES = {"", "0.0.0.0", "::"}
+_HOST_HEADER = re.compile(r"(?:\[(?P<ip6>[0-9a-fA-F:.]+)\]|(?P<name>[A-Za-z0-9._-]+))(?::\d{1,5})?")
+
+
+def host_name(header: str | None) -> str | None:
+    """The host of a `Host` header, lower case, IPv6 without brackets; None when it is missing or malformed."""
+    match = _HOST_HEADER.fullmatch(header or "")
+    if match is None:
+        return None
+    return (match["ip6"] or match["name"]).lower().rstrip(".") or None
+
+
+def allowed_hosts(settings: Settings, bind_host: str | None = None) -> list[str]:
+    """STUDIO_ALLOWED_HOSTS plus the address the server listens on (unless it listens on every address)."""
+    hosts = [h.lower() for h in settings.allowed_hosts]
+    if bind_host and bind_host.strip("[]") not in WILDCARD_ADDRESSES:
+        hosts.append(bind_host.strip("[]").lower())
+    return hosts
+
+
+def host_allowed(host: str | None, patterns: Iterable[str]) -> bool:
+    if not host:
+        return False
+    for pattern in patterns:
+        if pattern == "*" or host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+            return True
+    return False
+
+
+def is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class AllowedHostsMiddleware:
+    """400 to a request whose `Host` this server does not serve, so no web page can drive the API
+    (or the playground) through DNS rebinding. Besides the allowed names, the IP address the
+    connection arrived on is accepted: a page addressed by that literal IP is this server's own origin."""
+
+    def __init__(self, app: ASGIApp, hosts: Iterable[str]) -> None:
+        self.app = app
+        self.hosts = list(hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = host_name(Headers(scope=scope).get("host"))
+        arrived_on = str((scope.get("server") or ("",))[0]).lower()
+        if host_allowed(host, self.hosts) or (host is not None and host == arrived_on and is_ip_address(host)):
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await WebSocketClose(code=1008)(scope, receive, send)
+        else:
+            await PlainTextResponse("Invalid host header", status_code=400)(scope, receive, send)
+
+
+class GenerationQueue:
+    """At most `size` generation requests held at once, running or waiting for the model; the next gets 429."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.held = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._lock:
+            if self.held >= self.size:
+                raise HTTPException(
+                    429, f"The server already holds {self.size} generation requests; try again shortly.", headers={"Retry-After": "5"}
+                )
+            self.held += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.held -= 1
+
+
+def browser_base_url(page_url: str | None, port: int, configured: str | None = None) -> str:
+    """Where the browser reaches the playground server: STUDIO_PLAYGROUND_URL, else the host name the
+    browser used for the studio's own page (behind Docker that is not 127.0.0.1) with the playground port."""
+    if configured:
+        return configured.rstrip("/")
+    try:
+        host = urlsplit(page_url or "").hostname
+    except ValueError:
+        host = None
+    host = host or "127.0.0.1"
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 class ApiGenerateRequest(BaseModel):
@@ -68,8 +172,11 @@ def known_model(model_id: str) -> ModelEntry:
     return entry
 
 
-def create_app(playground: bool = True) -> FastAPI:
+def create_app(playground: bool = True, bind_host: str | None = None) -> FastAPI:
+    """The API (and the playground under /playground/); `bind_host` is the address it listens on, also an allowed host."""
+    settings = get_settings()
     app = FastAPI(title="Diffusion Studio API", version="1", description="Text-to-image generation with your trained models.")
+    queue = app.state.generation_queue = GenerationQueue(settings.api_queue_size)
 
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
@@ -84,9 +191,18 @@ def create_app(playground: bool = True) -> FastAPI:
     @app.post(
         "/v1/generate",
         response_model=ApiGenerateResponse,
-        responses={200: {"content": {"image/png": {}}}, 404: {"description": "unknown model"}, 422: {"description": "invalid request"}},
+        responses={
+            200: {"content": {"image/png": {}}},
+            404: {"description": "unknown model"},
+            422: {"description": "invalid request"},
+            429: {"description": "STUDIO_API_QUEUE_SIZE requests are already running or waiting"},
+        },
     )
     def generate_images(body: ApiGenerateRequest) -> ApiGenerateResponse | Response:
+        with queue.slot():
+            return generate_one(body)
+
+    def generate_one(body: ApiGenerateRequest) -> ApiGenerateResponse | Response:
         entry = known_model(body.model)
         if body.backend not in entry.backends:
             raise HTTPException(422, f"The model {body.model} has no {body.backend} backend yet; export it to ONNX first.")
@@ -113,6 +229,8 @@ def create_app(playground: bool = True) -> FastAPI:
         from app.playground import CSS, THEME, build_playground
 
         app = gr.mount_gradio_app(app, build_playground(), path=PLAYGROUND_PATH, theme=THEME, css=CSS, ssr_mode=False)
+    # Outermost, so it guards the mounted playground too.
+    app.add_middleware(AllowedHostsMiddleware, hosts=allowed_hosts(settings, bind_host))
     return app
 
 
@@ -120,23 +238,32 @@ _server_lock = threading.Lock()
 _server_url: str | None = None
 
 
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
+def local_address(bind_host: str) -> str:
+    """An address this machine reaches a server listening on `bind_host` at."""
+    return "127.0.0.1" if bind_host.strip("[]") in WILDCARD_ADDRESSES else bind_host.strip("[]")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def serve_in_background(port: int) -> str:
-    """Start the API with the playground on 127.0.0.1:`port` in a daemon thread, once per process."""
+    """Start the API with the playground on STUDIO_PLAYGROUND_HOST:`port` in a daemon thread, once per
+    process; returns its URL on this machine."""
     global _server_url
     import uvicorn
 
     with _server_lock:
         if _server_url:
             return _server_url
-        if port_open(port):
+        bind_host = get_settings().playground_host
+        local = local_address(bind_host)
+        if port_open(port, local):
             raise StudioError(f"Port {port} is already taken; set STUDIO_PLAYGROUND_PORT to a free port.")
-        server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+        app = create_app(bind_host=bind_host)
+        server = uvicorn.Server(uvicorn.Config(app, host=bind_host, port=port, log_level="warning"))
         thread = threading.Thread(target=server.run, name="playground-server", daemon=True)
         thread.start()
         deadline = time.monotonic() + 60
@@ -144,5 +271,5 @@ def serve_in_background(port: int) -> str:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise StudioError(f"The playground server did not start on port {port} within a minute.")
             time.sleep(0.1)
-        _server_url = f"http://127.0.0.1:{port}"
+        _server_url = f"http://{f'[{local}]' if ':' in local else local}:{port}"
         return _server_url

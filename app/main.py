@@ -6,7 +6,7 @@ import core  # noqa: F401  (telemetry off before streamlit's neighbours are impo
 
 import streamlit as st
 
-from app.navigation import PAGES
+from app.navigation import menu
 
 st.set_page_config(page_title="Diffusion Studio", page_icon="🎨", layout="wide")
-st.navigation([p.page() for p in PAGES]).run()
+st.navigation(menu()).run()

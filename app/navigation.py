@@ -17,22 +17,33 @@ class StudioPage:
     module: str
     title: str
     icon: str
+    default: bool = False  # served at "/"
 
     def page(self) -> StreamlitPage:
         """Its `st.Page`, built in the current script run: st.Page needs a running script, and a
         page object carries per-run state, so sessions must not share one."""
-        return st.Page(self.render, title=self.title, icon=self.icon, url_path=self.module)
+        # The default page answers at "/"; its own name goes to a hidden twin (`alias`), so "/home" works too.
+        url_path = f"{self.module}-default" if self.default else self.module
+        return st.Page(self.render, title=self.title, icon=self.icon, url_path=url_path, default=self.default)
+
+    def alias(self) -> StreamlitPage:
+        return st.Page(self.render, title=self.title, icon=self.icon, url_path=self.module, visibility="hidden")
 
     def render(self) -> None:
         # Imported when drawn, not here: page modules import this one to link to each other.
         import_module(f"pages.{self.module}").render()
 
 
-HOME = StudioPage("home", "Home", "🏠")
+HOME = StudioPage("home", "Home", "🏠", default=True)
 DATASETS = StudioPage("datasets", "Datasets", "🗂️")
 TRAIN = StudioPage("train", "Train", "🏋️")
 PIPELINES = StudioPage("pipelines", "Pipelines", "🔁")
 RUNS = StudioPage("runs", "Runs", "📈")
 EXPORT = StudioPage("export", "Export", "📦")
 PLAYGROUND = StudioPage("playground", "Playground", "🧪")
-PAGES = (HOME, DATASETS, TRAIN, PIPELINES, RUNS, EXPORT, PLAYGROUND)  # in the menu's order; the first opens
+PAGES = (HOME, DATASETS, TRAIN, PIPELINES, RUNS, EXPORT, PLAYGROUND)  # in the menu's order
+
+
+def menu() -> list[StreamlitPage]:
+    """What the entry hands to `st.navigation`: every page, and the default page's twin at its own name."""
+    return [p.page() for p in PAGES] + [p.alias() for p in PAGES if p.default]

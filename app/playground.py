@@ -17,6 +17,7 @@ from core.errors import StudioError
 from core.inference.models import BACKEND_LABELS, Backend, ModelEntry, generate, list_models, model_limits
 from core.inference.schedulers import SCHEDULERS
 from core.inference.torch_backend import GenerateRequest
+from core.settings import get_settings
 
 THEME = gr.themes.Soft(primary_hue="violet", secondary_hue="violet")
 CSS = ".gradio-container {max-width: 100% !important}"
@@ -127,7 +128,9 @@ def build_playground() -> gr.Blocks:
     backends = list(BACKEND_LABELS.values())
     # Every page load refreshes the choices; these initial ones serve API clients, which load no page.
     choices = model_choices()
-    with gr.Blocks(title="Diffusion Studio playground", analytics_enabled=False) as blocks:
+    # Generated images pile up in Gradio's cache: every `age` seconds, files older than `age` go.
+    age = get_settings().playground_cache_seconds
+    with gr.Blocks(title="Diffusion Studio playground", analytics_enabled=False, delete_cache=(age, age)) as blocks:
         history = gr.State([])
         with gr.Tab("Generate"):
             with gr.Row():

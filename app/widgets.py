@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 
 import altair as alt
@@ -11,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import StudioError
+from core.training.logline import stage_of
 
 log = logging.getLogger("app")
 
@@ -42,15 +44,39 @@ def user_errors() -> Iterator[None]:
         st.error(f"Something went wrong: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", icon="🛑")
 
 
+# Library chatter in a job's log that says nothing about the user's training (torchvision missing
+# on purpose, DeepSpeed finding no GPU, Python's deprecation notices); the log file keeps it.
+LIBRARY_NOISE = re.compile(
+    r"^\[(transformers|diffusers)\] "
+    r"|^\[\d{4}-\d\d-\d\d [\d:,]+\] \[(WARNING|INFO)\] \[\w+\.py:\d+:\w+\]"
+    r"|/site-packages/.*: (Future|Deprecation|User)Warning: "
+)
+
+
+def user_log(text: str, lines: int) -> str:
+    """The newest `lines` lines of a job's log that concern the user."""
+    kept = [line for line in text.splitlines() if not LIBRARY_NOISE.search(line)]
+    return "\n".join(kept[-lines:])
+
+
 def status_label(status: str) -> str:
     return f"{STATUS_ICONS.get(status, '•')} {status.lower()}"
 
 
+# Cell highlights name their text colour too: with the background alone, the dark theme draws its
+# white text on a pale fill.
+HIGHLIGHT_CHANGED = "background-color: #fff3b0; color: #1f2328"
+HIGHLIGHT_BEST = "background-color: #c8f7c5; color: #1f2328"
+
 LEGEND_PX = 40
 
 
+STAGE_TITLES = {"vae": "VAE", "unet": "UNet"}
+
+
 def loss_chart(rows: list[dict], keys: tuple[str, ...], height: int = 220) -> None:
-    """A line chart of the given metric keys against step, from metrics.jsonl rows.
+    """Line charts of the given metric keys against step, from metrics.jsonl rows: one chart per
+    training stage, side by side, since each stage counts its steps from zero.
 
     Long format, one series per key: validation metrics come every few hundred steps, and in a wide
     table their gaps would break their lines into invisible single points."""
@@ -58,17 +84,21 @@ def loss_chart(rows: list[dict], keys: tuple[str, ...], height: int = 220) -> No
     if frame.empty:
         st.caption("No metrics yet.")
         return
-    chart = (
-        alt.Chart(frame)
-        .mark_line()
-        .encode(
-            x=alt.X("step:Q", title=None, scale=alt.Scale(zero=False, nice=False)),
-            y=alt.Y("value:Q", title=None),
-            color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
-            tooltip=["metric", "step", "value"],
+    frame["stage"] = frame["metric"].map(lambda key: stage_of(key) or "unet")
+    stages = [s for s in STAGE_TITLES if s in set(frame["stage"])]
+    for column, stage in zip(st.columns(len(stages)), stages, strict=True):
+        title = STAGE_TITLES[stage]
+        chart = (
+            alt.Chart(frame[frame["stage"] == stage])
+            .mark_line()
+            .encode(
+                x=alt.X("step:Q", title=f"{title} step", scale=alt.Scale(zero=False, nice=False)),
+                y=alt.Y("value:Q", title=None),
+                color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
+                tooltip=["metric", "step", "value"],
+            )
         )
-    )
-    st.altair_chart(chart, width="stretch", height=height + LEGEND_PX)  # the legend takes its share
+        column.altair_chart(chart, width="stretch", height=height + LEGEND_PX)  # the legend takes its share
 
 
 def pick(label: str, options: dict[str, str], state_key: str) -> str:

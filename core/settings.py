@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -23,9 +23,18 @@ class Settings(BaseSettings):
     torch_threads: int = Field(1, ge=1, description="Intra-op threads for torch and ONNX Runtime.")
     max_local_jobs: int = Field(1, ge=1, description="Local jobs that run at once; the rest queue.")
     experiment: str = Field("diffusion-studio", description="MLflow experiment that holds the runs.")
-    playground_port: int = Field(7860, ge=1, le=65535, description="Port of the playground and HTTP API the studio starts on 127.0.0.1.")
+    playground_port: int = Field(7860, ge=1, le=65535, description="Port of the playground and HTTP API the studio starts on STUDIO_PLAYGROUND_HOST.")
+    playground_host: str = Field("127.0.0.1", description="Address the studio's playground and HTTP API listen on (0.0.0.0 in a container).")
+    playground_url: str | None = Field(None, description="Base URL browsers reach the playground at; default the page's host with STUDIO_PLAYGROUND_PORT.")
+    playground_cache_seconds: int = Field(3600, ge=1, description="Age after which the playground's generated files are deleted.")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        ["localhost", "127.0.0.1", "::1"],
+        description="Host names the playground and HTTP API answer (comma-separated, `*.domain` allowed); others get 400.",
+    )
+    api_queue_size: int = Field(8, ge=1, description="Generation requests the HTTP API holds at once, running or waiting; more get 429.")
     import_max_files: int = Field(100_000, ge=1, description="Most files one dataset import (or zip) may hold.")
     import_max_bytes: int = Field(8 << 30, ge=1, description="Most uncompressed bytes one dataset import may hold.")
+    import_max_entry_bytes: int = Field(1 << 30, ge=1, description="Most uncompressed bytes one file of a dataset import may hold.")
     import_max_ratio: float = Field(200.0, gt=1, description="Highest compression ratio a zip entry may have.")
     min_image_side: int = Field(16, ge=1, description="Images with a shorter side are quarantined as too small.")
     sagemaker_role: str | None = Field(None, description="IAM role ARN SageMaker training jobs run as.")
@@ -33,6 +42,13 @@ class Settings(BaseSettings):
     sagemaker_image_uri: str | None = Field(None, description="Training image; default the SageMaker PyTorch image.")
     sagemaker_framework_version: str = Field("2.8.0", description="PyTorch version of the default SageMaker image.")
     sagemaker_py_version: str = Field("py312", description="Python version of the default SageMaker image.")
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
 
     @property
     def catalog_url(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -12,17 +13,38 @@ import streamlit as st
 from app.widgets import user_errors
 from core.datasets import curate, dedupe, stats
 from core.datasets.builtin import DESCRIPTIONS, import_builtin
-from core.datasets.draft import Draft, caption_problems, caption_tokens, delete_quarantined, draft_dir, has_unsaved_changes, load_draft, save_version, set_captions, thumbnail, undo
 from core.datasets.delete import delete_dataset, plan_deletion
+from core.datasets.draft import (
+    Draft,
+    caption_problems,
+    caption_tokens,
+    delete_quarantined,
+    draft_dir,
+    has_unsaved_changes,
+    load_draft,
+    save_version,
+    set_captions,
+    thumbnail,
+    undo,
+)
 from core.datasets.export import export_folder, export_zip
 from core.datasets.ingest import ImportReport, import_dataset
 from core.datasets.push import push_version
+from core.datasets.splits import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from core.datasets.versions import diff_versions, list_datasets, list_versions
 from core.settings import get_settings
 
 NEW = "➕ Import a new dataset"
 PAGE_SIZE = 24
 COLUMNS = 6
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=\"'])")
+
+
+def literal(text: str) -> str:
+    """User text (a caption, a file name, a run name) for an element that draws Markdown, shown as
+    typed: every Markdown character is escaped, so nothing in it becomes a link, an image (which
+    the viewer's browser would load), emphasis, math, a colour directive or HTML."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
 
 
 def progress_bar(text: str):  # type: ignore[no-untyped-def]
@@ -81,6 +103,12 @@ def show_report(report: dict) -> None:  # type: ignore[type-arg]
         f"{report['needs_caption_fix']} need a caption fix, {report['quarantined']} quarantined.",
         icon="✅",
     )
+    if report.get("val_seeded") and report.get("val_images"):
+        st.info(
+            f"The upload named no validation split, so {report['val_images']} images ({DEFAULT_VAL_FRACTION:.0%}, "
+            f"seed {DEFAULT_SEED}, balanced across classes) are held out for validation; change it on the Statistics tab.",
+            icon="✂️",
+        )
 
 
 def header(draft: Draft) -> None:
@@ -91,11 +119,15 @@ def header(draft: Draft) -> None:
     c3.metric("Quarantined", len(draft.quarantine) + len(draft.items) - usable)
     c4.metric("Unsaved edits", len(draft.history))
     note_col, save_col, undo_col = st.columns([4, 1, 1], vertical_alignment="bottom")
+    if st.session_state.pop("saved_version_of", None) == draft.name:
+        st.session_state[f"note-{draft.name}"] = ""  # the note belonged to the version just saved
     note = note_col.text_input("Version note", placeholder="what changed", key=f"note-{draft.name}")
     if save_col.button("💾 Save version", type="primary", disabled=not has_unsaved_changes(draft), width="stretch"):
         with user_errors():
             version = save_version(draft, note=note, progress=progress_bar("Saving the version…"))
             st.toast(f"Saved {draft.name}@{version}", icon="💾")
+            st.session_state[f"exp-{draft.name}"] = version  # export, push and "train on it" move to it
+            st.session_state["saved_version_of"] = draft.name
             st.rerun()
     last = draft.history[-1].label if draft.history else ""
     if undo_col.button("↩️ Undo", disabled=not draft.history, help=f"Undo: {last}" if last else "Nothing to undo", width="stretch"):
@@ -117,12 +149,12 @@ def filter_controls(name: str) -> curate.Filter:
 def image_details(draft: Draft, item_id: str) -> None:
     item = draft.by_id()[item_id]
     st.image(str(draft_dir(draft.name) / item.file), width="stretch")
-    st.markdown(f"**{item.id}** · {item.width}×{item.height} · {item.split} · {caption_tokens(item.caption)} tokens")
-    st.write(item.caption or "*(no caption)*")
+    st.markdown(f"**{literal(item.id)}** · {item.width}×{item.height} · {item.split} · {caption_tokens(item.caption)} tokens")
+    st.markdown(literal(item.caption) if item.caption else "*(no caption)*")
     for problem in caption_problems(item):
         st.warning(problem)
     if item.original:
-        st.caption(f"Converted to RGB on import; the original is kept as {item.original}.")
+        st.caption(f"Converted to RGB on import; the original is kept as {literal(item.original)}.")
 
 
 def gallery(draft: Draft, items: list) -> None:  # type: ignore[type-arg]
@@ -136,8 +168,8 @@ def gallery(draft: Draft, items: list) -> None:  # type: ignore[type-arg]
         for col, item in zip(st.columns(COLUMNS), shown[row : row + COLUMNS], strict=False):
             col.image(str(thumbnail(draft, item)), width="stretch")
             flag = "⚠️ " if caption_problems(item) else ""
-            col.caption(f"{flag}{item.caption[:80] or '(no caption)'}")
-            if col.button("Details", key=f"zoom-{item.id}", help=item.id):
+            col.caption(f"{flag}{literal(item.caption[:80]) or '(no caption)'}")
+            if col.button("Details", key=f"zoom-{item.id}", help=literal(item.id)):
                 image_details(draft, item.id)
 
 
@@ -154,7 +186,7 @@ def caption_table(draft: Draft, items: list) -> None:  # type: ignore[type-arg]
     # The key changes with every recorded edit, so the editor starts from the saved captions again.
     edited = st.data_editor(frame, disabled=["file", "tokens", "split", "problems"], hide_index=True, width="stretch", key=f"editor-{draft.name}-{len(draft.history)}-{draft.base_version}")
     changes = {f: c for f, c, old in zip(edited["file"], edited["caption"], frame["caption"], strict=True) if c != old}
-    if st.button(f"✅ Keep {len(changes)} caption edits", disabled=not changes):
+    if changes:  # an edit counts as it is made (one undo step each), like the gallery's
         set_captions(draft, {k: str(v or "") for k, v in changes.items()})
         st.rerun()
 
@@ -163,8 +195,11 @@ def caption_table(draft: Draft, items: list) -> None:  # type: ignore[type-arg]
     operation = c1.selectbox("Operation", list(curate.OPERATIONS), format_func=curate.OPERATIONS.get, key=f"bulk-op-{draft.name}")
     find = c2.text_input("Find (regex)", key=f"bulk-find-{draft.name}") if operation == "replace" else ""
     text = c3.text_input("Text", key=f"bulk-text-{draft.name}") if operation in ("replace", "prepend", "append") else ""
+    edit = curate.BulkEdit(operation=operation, find=find, text=text)
+    if missing := curate.missing_input(edit):  # a hint, not an error: the user has not done anything yet
+        st.caption(missing)
+        return
     with user_errors():
-        edit = curate.BulkEdit(operation=operation, find=find, text=text)
         changes = curate.preview(items, edit)
         st.caption(f"This changes {len(changes)} of {len(items)} captions.")
         if changes:
@@ -190,7 +225,7 @@ def duplicates(draft: Draft) -> None:
     for cluster in near[:10]:
         cols = st.columns(min(len(cluster), COLUMNS))
         for col, item in zip(cols, cluster, strict=False):
-            col.image(str(thumbnail(draft, item)), caption=f"{item.id} · {item.width}×{item.height}", width="stretch")
+            col.image(str(thumbnail(draft, item)), caption=f"{literal(item.id)} · {item.width}×{item.height}", width="stretch")
 
 
 def statistics(draft: Draft) -> None:
@@ -208,7 +243,7 @@ def statistics(draft: Draft) -> None:
 
     st.markdown("**Train / validation split** (seeded; stratified by class or first tag)")
     s1, s2, s3 = st.columns([2, 1, 1], vertical_alignment="bottom")
-    fraction = s1.slider("Validation fraction", 0.0, 0.5, 0.1, 0.05, key=f"val-{draft.name}")
+    fraction = s1.slider("Validation fraction", 0.0, 0.5, DEFAULT_VAL_FRACTION, 0.05, key=f"val-{draft.name}")
     seed = s2.number_input("Seed", value=0, step=1, key=f"seed-{draft.name}")
     st.caption(f"Now: {(frame['split'] == 'train').sum()} train, {(frame['split'] == 'val').sum()} val.")
     if s3.button("Split", width="stretch"):
@@ -290,7 +325,7 @@ def delete_panel(draft: Draft) -> None:
         plan = plan_deletion(ref)  # searches MLflow: only once the user asked
         st.warning(plan.summary(), icon="⚠️")
         for version, users in plan.keep.items():
-            st.caption(f"{draft.name}@{version} stays so these stay reproducible: " + ", ".join(f"{u.kind} `{u.name}`" for u in users))
+            st.caption(f"{draft.name}@{version} stays so these stay reproducible: " + ", ".join(f"{u.kind} {literal(u.name)}" for u in users))
         y, n = st.columns(2)
         if y.button("Yes, delete", type="primary", width="stretch", key=f"del-yes-{draft.name}", disabled=not (plan.remove or plan.whole)):
             done = delete_dataset(ref)
@@ -311,6 +346,9 @@ def render() -> None:
         names = [d.name for d in list_datasets()]
     if pending := st.session_state.pop("next_dataset", None):
         st.session_state["dataset_choice"] = pending
+    elif st.query_params.get("new") is not None:  # Home's "Import your own data"
+        st.session_state["dataset_choice"] = NEW
+        del st.query_params["new"]
     choice = st.selectbox("Dataset", [*names, NEW], key="dataset_choice")
     if report := st.session_state.pop("import_report", None):
         show_report(report)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.widgets import user_errors
+from app.widgets import HIGHLIGHT_BEST, user_errors
 from core.evaluation.features import DESCRIPTIONS, FEATURES
 
 HELP = (
@@ -34,7 +34,7 @@ def metrics_table(run_ids: list[str], names: dict[str, str] | None = None) -> No
         styler = frame.style.format(precision=4, na_rep="-")
         for _, label, better in COLUMNS:
             if better and frame[label].notna().any():
-                styler = styler.highlight_max(subset=[label], color="#c8f7c5") if better == "max" else styler.highlight_min(subset=[label], color="#c8f7c5")
+                styler = styler.highlight_max(subset=[label], props=HIGHLIGHT_BEST) if better == "max" else styler.highlight_min(subset=[label], props=HIGHLIGHT_BEST)
         st.dataframe(styler, hide_index=True, width="stretch")
         st.caption(HELP)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import streamlit as st
 
+from app import navigation
 from app.widgets import loss_chart, status_label, user_errors
 from core.datasets.demo import ensure_demo_dataset
 from core.datasets.versions import list_datasets, list_versions
@@ -14,6 +17,9 @@ from core.training.recipes import DEMO, QUICK_DEMO
 from jobs import control
 from jobs.progress import job_progress
 from jobs.records import ACTIVE, list_jobs
+
+if TYPE_CHECKING:
+    from core.db import Job
 
 
 def start_demo(quick: bool) -> None:
@@ -41,10 +47,25 @@ def demo_progress(job_id: str) -> None:
             st.image(str(progress.latest_sample), caption=f"Samples: {progress.latest_sample.stem}", width="stretch")
         else:
             st.caption("The first sample grid appears once the UNet stage has run a while.")
-    if job.status == "failed":
-        st.error(job.failure_reason or "The demo failed.")
     if job.status not in ACTIVE:
+        # The counters and tables outside this fragment still show the job running: redraw the page.
         st.session_state.pop("demo_job", None)
+        st.session_state["demo_finished"] = job.id
+        st.rerun()
+
+
+def demo_outcome(job: Job) -> None:
+    """How the demo ended, and where a new user goes next."""
+    if job.status != "succeeded":
+        st.error(job.failure_reason or f"The demo {job.status}.", icon="⚠️")
+        return
+    st.success(f"The demo finished: job `{job.id}`, MLflow run `{job.mlflow_run_id}`. Next:", icon="🎉")
+    run = {"run": job.mlflow_run_id} if job.mlflow_run_id else None
+    c1, c2, c3, c4 = st.columns(4)
+    c1.page_link(navigation.RUNS.page(), label="Open the run", icon="📈", query_params=run)
+    c2.page_link(navigation.PLAYGROUND.page(), label="Try it in the Playground", icon="🧪", query_params={"model": job.mlflow_run_id} if job.mlflow_run_id else None)
+    c3.page_link(navigation.RUNS.page(), label="Compare with another run", icon="🆚")
+    c4.page_link(navigation.DATASETS.page(), label="Import your own data", icon="🗂️", query_params={"new": "1"})
 
 
 def render() -> None:
@@ -65,10 +86,15 @@ def render() -> None:
     c3.metric("Jobs running or queued", len(active))
 
     st.subheader("Start here")
-    demo_job = st.session_state.get("demo_job") or next((j.id for j in active if (j.config.get("run_name") or "").startswith("demo")), None)
+    demos = [j for j in jobs if (j.config.get("run_name") or "").startswith("demo")]
+    demo_job = st.session_state.get("demo_job") or next((j.id for j in demos if j.status in ACTIVE), None)
     if demo_job:
         demo_progress(demo_job)
     else:
+        # The newest demo's outcome: next steps once it succeeded; a failure only when it was just seen.
+        latest = demos[0] if demos else None
+        if latest and (latest.status == "succeeded" or latest.id == st.session_state.get("demo_finished")):
+            demo_outcome(latest)
         st.write(
             "Train a small text-to-image model on 1,797 real handwritten digits, right here on the CPU. "
             "Watch the loss fall and the sample grid turn into the ten digits."

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from datetime import date
 from html import escape
+from urllib.parse import quote
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
 from app import navigation
-from app.widgets import status_label, user_errors
+from app.widgets import HIGHLIGHT_CHANGED, status_label, user_errors, user_log
 from core.errors import StudioError
 from core.export.exporter import export_model
 from core.tracking import artifacts, compare, edits, registry, runs, samples
@@ -86,7 +87,7 @@ def run_table(rows: list[runs.RunRow]) -> str:
     frame = pd.DataFrame(
         [
             {
-                "run": f'<a href="?run={r.run_id}" target="_self">{escape(r.name)}</a>',
+                "run": f'<a href="?run={escape(quote(r.run_id, safe=""))}" target="_self">{escape(r.name)}</a>',
                 "status": status_label(r.status),
                 "dataset": escape(r.dataset),
                 "preset": escape(r.preset),
@@ -97,7 +98,7 @@ def run_table(rows: list[runs.RunRow]) -> str:
                 "duration (min)": number(r.duration_s / 60 if r.duration_s is not None else None, ".1f"),
                 "started": f"{r.started:%Y-%m-%d %H:%M}",
                 "backend": escape(r.backend),
-                "id": r.run_id[:8],
+                "id": escape(r.run_id[:8]),
             }
             for r in rows
         ]
@@ -259,7 +260,7 @@ def job_log(detail: runs.RunDetail) -> None:
     from jobs import control
 
     try:
-        st.code(control.logs(job_id, 200) or "(the log is empty)", language="log")
+        st.code(user_log(control.logs(job_id, 400), 200) or "(the log is empty)", language="log")
     except StudioError:
         st.caption(f"The log of job {job_id} is not on this machine.")
 
@@ -360,7 +361,7 @@ def render_compare(run_ids: list[str]) -> None:
     if diff.differing:
         table = pd.DataFrame(diff.differing, index=[names[r] for r in run_ids]).T
         # Highlight the values that differ from the first run's.
-        st.dataframe(table.style.apply(lambda row: ["" if v == row.iloc[0] else "background-color: #fff3b0" for v in row], axis=1), width="stretch")
+        st.dataframe(table.style.apply(lambda row: ["" if v == row.iloc[0] else HIGHLIGHT_CHANGED for v in row], axis=1), width="stretch")
     else:
         st.caption("All parameters are the same.")
     with st.expander(f"{len(diff.identical)} identical parameters"):

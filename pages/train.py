@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app.train_form import TrainForm
-from app.widgets import loss_chart, status_label, user_errors
+from app.widgets import loss_chart, status_label, user_errors, user_log
 from core.datasets.versions import list_datasets, list_versions
 from core.errors import StudioError
 from core.training.recipes import RECIPES
@@ -20,6 +20,7 @@ from jobs.progress import job_progress
 from jobs.records import ACTIVE, FINAL, RUNNING, get_job, list_jobs, queue
 
 LIVE_SECONDS = 2.0
+WATCH = "train.watch"  # the job the live view shows
 INSTANCE_TYPES = list(price_table()["usd_per_hour"])
 # Chosen by the dataset picker among what the catalog holds, never defaulted.
 PICKED = ("dataset", "version")
@@ -175,7 +176,7 @@ def launch_form() -> None:
             return
         with user_errors():
             job = control.launch(config, backend=form.backend, processes=form.processes, sagemaker=form.sagemaker_options())
-            st.session_state["train.watch"] = job.id
+            st.session_state[WATCH] = job.id  # the Watch box follows the job just launched
             st.success(f"Job {job.id} is {job.status}.", icon="🚀")
 
 
@@ -228,6 +229,19 @@ def eta_text(started: datetime | None, fraction: float) -> str:
 
 
 @st.fragment(run_every=LIVE_SECONDS)
+def jobs_section() -> None:
+    """The jobs table, the Watch box and the watched job, redrawn live so no status goes stale."""
+    queue_table()
+    jobs = list_jobs(limit=50)
+    if not jobs:
+        return
+    statuses = {j.id: j.status for j in jobs}
+    if st.session_state.get(WATCH) not in statuses:
+        st.session_state[WATCH] = jobs[0].id
+    watched = st.selectbox("Watch", list(statuses), format_func=lambda i: f"{i} · {statuses[i]}", key=WATCH)
+    live_view(watched)
+
+
 def live_view(job_id: str) -> None:
     with user_errors():
         if get_job(job_id).status in RUNNING:
@@ -259,7 +273,7 @@ def live_view(job_id: str) -> None:
                 st.image(str(progress.latest_sample), caption=f"Latest samples ({progress.latest_sample.stem})", width="stretch")
             else:
                 st.caption("The first sample grid appears after the UNet's first sampling step.")
-        st.code(control.logs(job.id, 30) or "(no log yet)", language=None)
+        st.code(user_log(control.logs(job.id, 200), 30) or "(no log yet)", language=None)
         if job.status in FINAL and job.status != "stopped":
             st.caption("This job has ended; its run is on the Runs page.")
 
@@ -272,12 +286,4 @@ def render() -> None:
         st.subheader("New training job")
         launch_form()
     st.subheader("Jobs")
-    queue_table()
-    jobs = list_jobs(limit=50)
-    if jobs:
-        ids = [j.id for j in jobs]
-        current = st.session_state.get("train.watch")
-        index = ids.index(current) if current in ids else 0
-        watched = st.selectbox("Watch", ids, index=index, format_func=lambda i: f"{i} · {get_job(i).status}", key="train.watch_select")
-        st.session_state["train.watch"] = watched
-        live_view(watched)
+    jobs_section()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def client(exported: dict) -> TestClient:
     from app.api import create_app
 
-    return TestClient(create_app(playground=False))
+    return TestClient(create_app(playground=False), base_url="http://localhost")  # an allowed Host
 
 
 def test_health_models_and_openapi(client: TestClient, exported: dict) -> None:

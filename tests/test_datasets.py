@@ -405,3 +405,29 @@ def test_cli(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert Path(json.loads(capsys.readouterr().out)["out"]).is_file()
     assert main(["dataset", "import", str(tmp_path / "missing.zip"), "--name", "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_an_import_without_a_split_gets_the_default_one(home: Path, tmp_path: Path) -> None:
+    """Validation loss and evaluation need held-out images: an upload that names no split gets a
+    seeded 10% one, stratified by class; one with its own `val/` folder keeps it."""
+    report = import_dataset("plain", folder=sidecar_folder(tmp_path / "plain", 20))
+    assert report.val_seeded and report.val_images == 2
+    manifest = read_manifest("plain", report.version)
+    assert sum(m.split == "val" for m in manifest) == 2
+    again = import_dataset("plain-again", folder=sidecar_folder(tmp_path / "again", 20))
+    assert sorted(m.source for m in read_manifest("plain-again", again.version) if m.split == "val") == sorted(
+        m.source for m in manifest if m.split == "val"
+    )  # seeded: the same files every time
+
+    classes = tmp_path / "classes"
+    for label in ("cat", "dog"):
+        sidecar_folder(classes / label, 10)
+    by_class = import_dataset("classes", folder=classes)
+    held = [m for m in read_manifest("classes", by_class.version) if m.split == "val"]
+    assert sorted(m.source.split("/")[0] for m in held) == ["cat", "dog"]  # one of each class
+
+    own = tmp_path / "own"
+    sidecar_folder(own / "train", 12)
+    sidecar_folder(own / "val", 3)
+    report = import_dataset("own", folder=own)
+    assert not report.val_seeded and report.val_images == 3

@@ -42,15 +42,17 @@ def test_upload_edit_and_save_a_version(home: Path) -> None:
     # the quarantine lists the broken file
     assert any("broken.png" in str(df.value) for df in at.dataframe)
 
-    # one caption edited in the table
+    # the Captions tab opens without an error: bulk edit's empty "find" is a hint
+    assert not at.error and any("needs something to find" in c.value for c in at.caption)
+
+    # one caption edited in the table counts at once (no second button)
     draft = load_draft("cats")
     key = f"editor-cats-0-{first}"
     row = [i.id for i in draft.items].index("cat_1.png")
     at.session_state[key] = {"edited_rows": {row: {"caption": "a sleepy cat"}}, "added_rows": [], "deleted_rows": []}
     at = at.run()
-    button(at, "✅ Keep 1 caption edits").click()
-    at = at.run()
     assert load_draft("cats").by_id()["cat_1.png"].caption == "a sleepy cat"
+    assert at.metric[3].value == "1"  # one unsaved edit, undoable
 
     # bulk edit: preview count, apply, undo, apply again
     at.selectbox(key="bulk-op-cats").set_value("prepend")
@@ -81,6 +83,21 @@ def test_upload_edit_and_save_a_version(home: Path) -> None:
     assert not at.exception
     versions = list_versions("cats")
     assert len(versions) == 2 and versions[0].note == "trigger word"
+    # the export picker moves to the new version, and the note is cleared for the next one
+    assert at.selectbox(key="exp-cats").value == versions[0].version
+    assert at.text_input(key="note-cats").value == ""
     captions = sorted(m.caption for m in read_manifest("cats", versions[0].version))
     assert captions == ["sks, a cat 2", "sks, a cat again", "sks, a sleepy cat"]  # the copy sorts first, so it is kept
     assert any("caption changed" in m.value for m in at.markdown)
+
+
+def test_home_link_opens_on_a_new_import(demo: str) -> None:
+    """Home's "Import your own data" (`?new`) opens the import panel, not the demo digits."""
+    from pages.datasets import NEW
+
+    at = AppTest.from_file(str(SCRIPT), default_timeout=60)
+    at.query_params["new"] = "1"
+    at = at.run()
+    assert not at.exception
+    assert at.selectbox(key="dataset_choice").value == NEW
+    assert "new" not in at.query_params  # a later visit opens on the datasets again

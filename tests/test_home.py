@@ -53,6 +53,32 @@ def test_an_active_job_launched_without_a_run_name(demo: str) -> None:
         control.stop(job.id)
 
 
+@pytest.mark.slow
+def test_home_is_fresh_when_the_demo_ends(demo: str) -> None:
+    """When the demo succeeds, the counters and the runs table follow at once, and Home offers next steps."""
+    import time
+
+    from core.training.config import build_config
+    from jobs import control
+    from jobs.records import FINAL
+    from tests.conftest import TINY_OVERRIDES
+
+    job = control.launch(build_config({"preset": "tiny", "dataset": demo}, TINY_OVERRIDES), name="demo-quick")
+    at = home_app().run()
+    assert any("Demo job" in m.value for m in at.markdown) and at.metric[2].value == "1"
+    deadline = time.monotonic() + 600
+    while control.poll(job.id).status not in FINAL:
+        assert time.monotonic() < deadline, "the demo job did not finish"
+        time.sleep(1.0)
+    assert control.poll(job.id).status == "succeeded"
+    at.run()  # what the live fragment's next tick does
+    assert not at.exception
+    assert at.metric[2].label == "Jobs running or queued" and at.metric[2].value == "0"
+    assert "The demo finished" in at.success[0].value
+    assert [link.label for link in at.get("page_link")] == ["Open the run", "Try it in the Playground", "Compare with another run", "Import your own data"]
+    assert "running" not in at.dataframe[0].value["status"].iloc[0]
+
+
 @pytest.mark.browser
 def test_home_in_chromium(demo_home: Path, tmp_path: Path) -> None:
     import shutil
@@ -71,4 +97,8 @@ def test_home_in_chromium(demo_home: Path, tmp_path: Path) -> None:
         expect(page.get_by_text("No runs yet")).to_be_visible(timeout=60_000)
         page.wait_for_timeout(1500)  # the datasets table draws on a canvas after the rest
         screenshot(page, "home")
+        # The default page answers at its own name too (it used to say "Page not found").
+        page.goto(f"{url}/home", timeout=60_000)
+        expect(page.get_by_role("button", name="▶️ Run the demo")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Page not found")).to_have_count(0)
         browser.close()

@@ -18,6 +18,17 @@ def playground(exported: dict) -> str:
     return serve_in_background(free_port()) + PLAYGROUND_PATH + "/"
 
 
+def test_iframe_url_follows_the_page_host_or_the_setting() -> None:
+    """Behind Docker or a proxy the browser does not reach the playground at 127.0.0.1."""
+    from app.api import browser_base_url
+
+    assert browser_base_url("http://studio.lan:8501/playground", 7860) == "http://studio.lan:7860"
+    assert browser_base_url("https://Studio.Example.com/playground", 7861) == "http://studio.example.com:7861"
+    assert browser_base_url("http://[::1]:8501/", 7860) == "http://[::1]:7860"
+    assert browser_base_url(None, 7860) == "http://127.0.0.1:7860"
+    assert browser_base_url("http://studio.lan:8501/", 7860, "https://studio.example.com/gradio/") == "https://studio.example.com/gradio"
+
+
 def test_generate_history_and_compare_through_gradio_client(playground: str, exported: dict) -> None:
     from gradio_client import Client
     from gradio_client.exceptions import AppError

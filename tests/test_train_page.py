@@ -90,7 +90,15 @@ def test_form_validates_then_launches_a_real_job(demo: str) -> None:
     # The live view shows the launched job; the queue lists it.
     assert any(job.id in md.value for md in at.markdown)
     assert job.id in at.dataframe[0].value["job"].tolist()
+    assert at.selectbox(key="train.watch").value == job.id
 
+    # A second launch: the Watch box moves to it (it used to stay on the job watched before).
+    at.button(key="train.launch").click().run()
+    (second,) = [j for j in list_jobs() if j.id != job.id]
+    assert not at.exception and at.selectbox(key="train.watch").value == second.id
+    assert second.id in at.dataframe[0].value["job"].tolist()
+
+    control.stop(second.id)
     control.stop(job.id)
     deadline = time.monotonic() + 240
     while control.refresh() or get_job(job.id).status not in FINAL:

@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from app.api import create_app
 
     print(f"Serving the API on http://{args.host}:{args.port} (docs at /docs, playground at /playground).", file=sys.stderr)
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(bind_host=args.host), host=args.host, port=args.port, log_level="warning")
     return 0
 
 

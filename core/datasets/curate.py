@@ -6,9 +6,7 @@ many captions an edit would change before the user applies it.
 
 from __future__ import annotations
 
-import random
 import re
-from collections import defaultdict
 from pathlib import PurePosixPath
 from typing import Literal
 
@@ -16,6 +14,7 @@ from pydantic import BaseModel
 
 from core.datasets.draft import Draft, DraftItem, caption_problems, set_captions, set_splits
 from core.datasets.ingest import filename_caption
+from core.datasets.splits import assign_split, tags
 from core.errors import StudioError
 
 Operation = Literal["replace", "prepend", "append", "lowercase", "strip", "from_filename"]
@@ -43,28 +42,30 @@ class Filter(BaseModel):
     validity: Literal["all", "valid", "needs fix"] = "all"
 
 
-def tags(caption: str) -> list[str]:
-    """Comma-separated tags, kohya style ("1girl, red hair, smiling")."""
-    return [t.strip().lower() for t in caption.split(",") if t.strip()]
+def missing_input(edit: BulkEdit) -> str | None:
+    """What the user still has to type before this edit can run (None when nothing)."""
+    if edit.operation == "replace" and not edit.find:
+        return "Find and replace needs something to find."
+    if edit.operation == "prepend" and not edit.text.strip():
+        return "Prepend needs a trigger word."
+    if edit.operation == "append" and not edit.text.strip():
+        return "Append needs some text."
+    return None
 
 
 def edited(item: DraftItem, edit: BulkEdit) -> str:
+    if missing := missing_input(edit):
+        raise StudioError(missing)
     caption = item.caption
     if edit.operation == "replace":
-        if not edit.find:
-            raise StudioError("Find and replace needs something to find.")
         try:
             return re.sub(edit.find, edit.text, caption)
         except re.error as exc:
             raise StudioError(f"The pattern {edit.find!r} is not a valid regular expression: {exc}.") from None
     if edit.operation == "prepend":
         word = edit.text.strip()
-        if not word:
-            raise StudioError("Prepend needs a trigger word.")
         return caption if caption.startswith(word) else f"{word}, {caption}" if caption else word
     if edit.operation == "append":
-        if not edit.text.strip():
-            raise StudioError("Append needs some text.")
         return f"{caption}{edit.text}" if caption else edit.text.strip()
     if edit.operation == "lowercase":
         return caption.lower()
@@ -106,32 +107,6 @@ def matches(item: DraftItem, flt: Filter) -> bool:
 
 def filter_items(items: list[DraftItem], flt: Filter) -> list[DraftItem]:
     return [item for item in items if matches(item, flt)]
-
-
-def split_key(item: DraftItem) -> str:
-    """What a stratified split balances: the label (class folder), else the first tag."""
-    if item.label:
-        return item.label
-    first = tags(item.caption)
-    return first[0] if len(first) > 1 else ""
-
-
-def assign_split(items: list[DraftItem], val_fraction: float, seed: int) -> dict[str, str]:
-    """A seeded train/val split, stratified by label or first tag when there are any."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise StudioError("The validation fraction must be at least 0 and below 1.")
-    groups: dict[str, list[str]] = defaultdict(list)
-    for item in sorted(items, key=lambda i: i.id):
-        groups[split_key(item)].append(item.id)
-    rng = random.Random(seed)
-    splits = {}
-    for key in sorted(groups):
-        ids = groups[key]
-        rng.shuffle(ids)
-        n_val = round(len(ids) * val_fraction)
-        for i, item_id in enumerate(ids):
-            splits[item_id] = "val" if i < n_val else "train"
-    return splits
 
 
 def resplit(draft: Draft, val_fraction: float, seed: int) -> int:

@@ -8,7 +8,13 @@ written to disk at once (temp file + rename), so a page reload finds the draft a
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import io
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -16,9 +22,18 @@ from typing import Literal
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from core.datasets.versions import NewItem, check_name, find_version, link_or_copy, list_versions, materialize, read_manifest, write_version
+from core.datasets.versions import (
+    NewItem,
+    check_name,
+    find_version,
+    link_or_copy,
+    list_versions,
+    materialize,
+    read_manifest,
+    write_version,
+)
 from core.errors import StudioError
-from core.files import atomic_write_bytes, atomic_write_text, staged_folder
+from core.files import atomic_write_bytes, atomic_write_text, temp_sibling
 from core.settings import get_settings
 
 DRAFT_FILE = "draft.json"
@@ -97,6 +112,44 @@ def draft_dir(name: str) -> Path:
     return drafts_dir() / check_name(name)
 
 
+@contextmanager
+def name_lock(name: str) -> Iterator[None]:
+    """Held while a draft of `name` is created (an import, a draft started from a version): a second
+    one, in this process or another, is refused with one sentence instead of replacing the first."""
+    folder = drafts_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f".{check_name(name)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StudioError(f"The dataset {name!r} is being imported or prepared right now; try again when that is done.") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
+def new_draft_folder(name: str) -> Iterator[Path]:
+    """A folder to build a new draft in, moved into place when the block succeeds and removed when it
+    fails. Call it holding `name_lock`. It never replaces a draft: one already there (with its unsaved
+    edits) stays, and the new one is refused; a folder left empty is taken over by the rename itself."""
+    dest = draft_dir(name)
+    tmp = temp_sibling(dest)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, dest)  # atomic; fails when dest holds anything
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise StudioError(f"A draft of the dataset {name!r} already exists; it was kept as it is.") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def save_draft(draft: Draft, folder: Path | None = None) -> None:
     folder = folder or draft_dir(draft.name)
     draft.history = draft.history[-HISTORY_LIMIT:]
@@ -116,10 +169,20 @@ def load_draft(name: str) -> Draft:
 
 def draft_from_version(name: str, version: str) -> Draft:
     """Start a draft from a saved version (its images are already content-addressed: hard-linked when local)."""
+    source = materialize(name, version)
+    with name_lock(name):
+        path = draft_dir(name) / DRAFT_FILE
+        if path.is_file():  # made by another session while this one waited
+            return Draft.model_validate_json(path.read_text(encoding="utf-8"))
+        if draft_dir(name).exists():  # no draft.json: left by a failed write, it holds no edits
+            shutil.rmtree(draft_dir(name))
+        return _draft_from_version(name, version, source)
+
+
+def _draft_from_version(name: str, version: str, source: Path) -> Draft:
     from core.datasets.images import perceptual_hash
 
-    source = materialize(name, version)
-    with staged_folder(draft_dir(name)) as tmp:
+    with new_draft_folder(name) as tmp:
         (tmp / "images").mkdir()
         items = []
         for entry in read_manifest(name, version):

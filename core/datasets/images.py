@@ -1,6 +1,7 @@
 """One uploaded image: checked under Pillow's bomb limit, normalised to RGB and hashed.
 
-Pure functions from bytes to bytes and facts; writing the files is the caller's business.
+Pure functions from bytes (or a file holding them, for large entries) to bytes and facts; writing
+the files is the caller's business.
 
 The header decides what an image needs. One that is stored as uploaded (RGB JPEG, PNG or WebP,
 upright, one frame) is decoded only to prove it is whole and to hash it: a JPEG at a reduced scale
@@ -18,7 +19,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -98,11 +99,24 @@ def perceptual_hash(im: Image.Image) -> str:
     return np.packbits(low > median).tobytes().hex()
 
 
-def prepare_image(raw: bytes, rel: PurePosixPath, min_side: int) -> tuple[StoredImage, bytes] | str:
-    """(what the draft records, the bytes to store) of an encoded image, or why it cannot be used."""
+def prepare_image(raw: bytes | Path, rel: PurePosixPath, min_side: int) -> tuple[StoredImage, bytes | Path] | str:
+    """(what the draft records, the bytes to store) of an encoded image, or why it cannot be used.
+
+    `raw` is the encoded bytes, or a file holding them (a large entry, streamed to disk rather than
+    read into memory); an image stored as uploaded is then that same file.
+    """
+    if (raw.stat().st_size if isinstance(raw, Path) else len(raw)) == 0:
+        return "empty file (0 bytes)"
+    source = raw.open("rb") if isinstance(raw, Path) else io.BytesIO(raw)
+    with source:
+        return _prepare(source, raw, rel, min_side)
+
+
+def _prepare(source: io.BufferedIOBase, raw: bytes | Path, rel: PurePosixPath, min_side: int) -> tuple[StoredImage, bytes | Path] | str:
+    data: bytes | Path
     try:
         with reading():
-            im = Image.open(io.BytesIO(raw))  # the header only; Pillow's bomb check runs here
+            im = Image.open(source)  # the header only; Pillow's bomb check runs here
             if im.format not in READ_FORMATS:
                 raise BadImage(f"unsupported image format {im.format}")
             keep = (
@@ -128,6 +142,10 @@ def prepare_image(raw: bytes, rel: PurePosixPath, min_side: int) -> tuple[Stored
             raise BadImage(f"too small: {size[0]}×{size[1]}, the minimum side is {min_side} (STUDIO_MIN_IMAGE_SIDE)")
     except BadImage as exc:
         return str(exc)
-    sha = hashlib.sha256(data).hexdigest()
+    if isinstance(data, Path):
+        with data.open("rb") as f:
+            sha = hashlib.file_digest(f, "sha256").hexdigest()
+    else:
+        sha = hashlib.sha256(data).hexdigest()
     original = "" if keep else f"originals/{sha}{rel.suffix.lower()}"
     return StoredImage(sha, ext, size[0], size[1], perceptual_hash(im), original), data

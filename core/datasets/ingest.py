@@ -7,8 +7,14 @@ orientation applied, first GIF frame, alpha on white); a converted image keeps i
 
 Entries are read straight from the zip (or folder, or memory), never unpacked, and each image is
 written once, to the draft's content-addressed `images/<sha256>.<ext>`; the first version
-hard-links those files when the store is local. Everything is built in a temporary folder inside
-`drafts/` and moved into place only when done, so a failed import leaves nothing behind.
+hard-links those files when the store is local. An entry larger than `STREAM_ABOVE` is streamed to
+a file in the draft instead of being read into memory. Everything is built in a temporary folder
+inside `drafts/` and moved into place only when done, so a failed import leaves nothing behind;
+an import holds the dataset name's lock, so a second import of the same name is refused, never
+replacing the first one's draft.
+
+Files that operating systems leave in archives (`__MACOSX/`, `._*`, `.DS_Store`, `Thumbs.db`,
+`desktop.ini`) are ignored before anything else looks at the upload.
 """
 
 from __future__ import annotations
@@ -28,12 +34,22 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel
 
 from core.datasets import safety
-from core.datasets.draft import Draft, DraftItem, Problem, caption_problems, draft_dir, save_draft, save_version
+from core.datasets.draft import (
+    Draft,
+    DraftItem,
+    Problem,
+    caption_problems,
+    draft_dir,
+    name_lock,
+    new_draft_folder,
+    save_draft,
+    save_version,
+)
 from core.datasets.images import prepare_image
 from core.datasets.safety import Entry
+from core.datasets.splits import default_split
 from core.datasets.versions import check_name, list_versions
 from core.errors import StudioError
-from core.files import staged_folder
 from core.settings import get_settings
 
 Progress = Callable[[float, str], None]
@@ -44,6 +60,13 @@ FILE_COLUMNS = ("file_name", "filename", "file", "image", "path")
 TEXT_COLUMNS = ("text", "caption", "prompt")
 SPLIT_DIRS = {"train": "train", "validation": "val", "val": "val", "test": "val"}
 DUPLICATE = re.compile(r"\.dup\d+(\.[^./]*)?\.duplicate$")
+JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
+STREAM_ABOVE = 16 << 20  # larger entries go to disk in chunks, not through memory
+
+
+def is_junk(rel: PurePosixPath) -> bool:
+    """A file an operating system left in the archive (macOS resource forks, Finder or Explorer state)."""
+    return "__MACOSX" in rel.parts or rel.name.lower() in JUNK_NAMES or rel.name.startswith("._")
 
 
 class ImportReport(BaseModel):
@@ -54,6 +77,8 @@ class ImportReport(BaseModel):
     needs_caption_fix: int
     quarantined: int
     caption_sources: dict[str, int]
+    val_images: int = 0
+    val_seeded: bool = False  # the upload named no split: the default one was drawn (seeded, stratified)
     problems: list[Problem]
 
 
@@ -138,11 +163,17 @@ def collect_captions(entries: list[Entry]) -> dict[str, Caption]:
     return captions
 
 
-def write_new(path: Path, data: bytes) -> None:
-    """Create a file in the private draft folder: three system calls, where `open()` makes five."""
+def write_new(path: Path, data: bytes | Path) -> None:
+    """Create a file in the private draft folder: three system calls, where `open()` makes five.
+    A file already on disk (a streamed entry) is moved there instead."""
+    if isinstance(data, Path):
+        os.rename(data, path)
+        return
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -159,11 +190,14 @@ def ingest_entries(entries: list[Entry], name: str, dest: Path, progress: Progre
     problems: list[Problem] = []
     sources: Counter[str] = Counter()
 
-    def quarantine(rel: PurePosixPath, raw: bytes, reason: str) -> None:
+    def quarantine(rel: PurePosixPath, raw: bytes | Path | Entry, reason: str) -> None:
         problems.append(Problem(file=rel.as_posix(), reason=reason))
         target = safety.inside(dest / "quarantine", rel)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(raw)
+        if isinstance(raw, Entry):
+            raw.copy_to(target)  # streamed, never whole in memory
+        else:
+            write_new(target, raw)
 
     images: list[Entry] = []
     stems: dict[str, str] = {}
@@ -171,22 +205,28 @@ def ingest_entries(entries: list[Entry], name: str, dest: Path, progress: Progre
         rel = entry.path
         if DUPLICATE.search(rel.name):
             original_name = DUPLICATE.sub(r"\1", rel.as_posix())
-            quarantine(rel, entry.read(), f"duplicate file name: {original_name} appears more than once")
+            quarantine(rel, entry, f"duplicate file name: {original_name} appears more than once")
         elif rel.suffix.lower() in IMAGE_EXTS:
             stem = rel.with_suffix("").as_posix()
             if stem in stems:
-                quarantine(rel, entry.read(), f"duplicate file name: {stems[stem]} has the same name, so the caption is ambiguous")
+                quarantine(rel, entry, f"duplicate file name: {stems[stem]} has the same name, so the caption is ambiguous")
             else:
                 stems[stem] = rel.as_posix()
                 images.append(entry)
         elif rel.suffix.lower() not in CAPTION_EXTS:
-            quarantine(rel, entry.read(), f"unsupported file type {rel.suffix or '(none)'}")
+            quarantine(rel, entry, f"unsupported file type {rel.suffix or '(none)'}")
 
     written: set[str] = set()  # identical images share one content-addressed file
     for i, entry in enumerate(images):
         if progress and i % 25 == 0:
             progress(i / len(images), f"Read {i}/{len(images)} images")
-        rel, raw = entry.path, entry.read()
+        rel = entry.path
+        raw: bytes | Path
+        if entry.size > STREAM_ABOVE:
+            raw = dest / f".incoming-{i}"
+            entry.copy_to(raw)
+        else:
+            raw = entry.read()
         prepared = prepare_image(raw, rel, settings.min_image_side)
         if isinstance(prepared, str):
             quarantine(rel, raw, prepared)
@@ -196,6 +236,8 @@ def ingest_entries(entries: list[Entry], name: str, dest: Path, progress: Progre
             if file and file not in written:
                 write_new(dest / file, content)
                 written.add(file)
+        if isinstance(raw, Path):
+            raw.unlink(missing_ok=True)  # not moved: the same content was already stored
         caption = captions.get(rel.as_posix())
         if caption is None and not any_caption_source:
             caption = Caption(filename_caption(rel), "file name")
@@ -219,6 +261,7 @@ def ingest_entries(entries: list[Entry], name: str, dest: Path, progress: Progre
         items.append(item)
     if progress:
         progress(1.0, f"Read {len(images)} images")
+    default_split(items)
     ids = {item.id for item in items}
     draft = Draft(name=name, items=items, quarantine=[p for p in problems if p.file not in ids], caption_sources=dict(sources))
     save_draft(draft, dest)
@@ -244,25 +287,21 @@ def upload(zip_path: Path | None, folder: Path | None, uploads: list[tuple[str, 
         yield safety.upload_entries(uploads or [])
 
 
-def import_dataset(
+def _import_locked(
     name: str,
-    *,
-    zip_path: Path | None = None,
-    folder: Path | None = None,
-    uploads: list[tuple[str, bytes]] | None = None,
-    note: str = "",
-    progress: Progress | None = None,
-) -> ImportReport:
-    """Import a zip, a folder or uploaded files as the new dataset `name` and save its first version."""
-    check_name(name)
+    zip_path: Path | None,
+    folder: Path | None,
+    uploads: list[tuple[str, bytes]] | None,
+    note: str,
+    progress: Progress | None,
+) -> tuple[str | None, Draft, int]:
     if list_versions(name) or draft_dir(name).exists():
         raise StudioError(f"A dataset named {name!r} already exists; choose another name.")
-    if sum(x is not None for x in (zip_path, folder, uploads)) != 1:
-        raise StudioError("Import one thing at a time: a zip, a folder or uploaded files.")
-    with staged_folder(draft_dir(name)) as staging:
+    with new_draft_folder(name) as staging:
         if progress:
             progress(0.0, "Checking the upload…")
         with upload(zip_path, folder, uploads) as entries:
+            entries = [e for e in entries if not is_junk(e.path)]
             files = len(entries)
             draft = ingest_entries(safety.dataset_root(entries), name, staging, progress=scaled(progress, 0.0, 0.8))
         if not draft.items:
@@ -276,6 +315,24 @@ def import_dataset(
         except BaseException:
             shutil.rmtree(draft_dir(name), ignore_errors=True)
             raise
+    return version, draft, files
+
+
+def import_dataset(
+    name: str,
+    *,
+    zip_path: Path | None = None,
+    folder: Path | None = None,
+    uploads: list[tuple[str, bytes]] | None = None,
+    note: str = "",
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import a zip, a folder or uploaded files as the new dataset `name` and save its first version."""
+    check_name(name)
+    if sum(x is not None for x in (zip_path, folder, uploads)) != 1:
+        raise StudioError("Import one thing at a time: a zip, a folder or uploaded files.")
+    with name_lock(name):
+        version, draft, files = _import_locked(name, zip_path, folder, uploads, note, progress)
     needs_fix = sum(bool(caption_problems(item)) for item in draft.items)
     return ImportReport(
         name=name,
@@ -285,5 +342,7 @@ def import_dataset(
         needs_caption_fix=needs_fix,
         quarantined=len(draft.quarantine),
         caption_sources=draft.caption_sources,
+        val_images=sum(item.split == "val" for item in draft.items),
+        val_seeded=not any(label_and_split(PurePosixPath(item.id))[1] == "val" for item in draft.items),
         problems=[*draft.quarantine, *(Problem(file=i.id, reason=r) for i in draft.items for r in caption_problems(i))],
     )

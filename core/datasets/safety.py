@@ -2,13 +2,16 @@
 
 Refused: entries with `..`, absolute paths or drive letters, symlinks, more files than
 `import_max_files`, more uncompressed bytes than `import_max_bytes`, entries compressed better than
-`import_max_ratio` (a zip bomb). Entries are read straight from the zip (or the folder, or memory)
+`import_max_ratio` (a zip bomb), and any one file larger than `import_max_entry_bytes`, checked
+from the zip header and again while its bytes are read (headers can lie). Entries are read straight from the zip (or the folder, or memory)
 when the import needs them; nothing is unpacked to disk. A path written later (the quarantine) is
 resolved and must stay inside its folder.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import stat
 import zipfile
 import zlib
@@ -16,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from core.errors import StudioError
 from core.settings import Settings, get_settings
@@ -25,10 +29,52 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Entry:
-    """One file of an upload: its checked relative path and how to read its bytes."""
+    """One file of an upload: its checked relative path and how to read its bytes.
+
+    `read` returns them whole, `copy_to` streams them into a new file; both stop with one sentence
+    past `import_max_entry_bytes`, whatever the header said. `size` is the size the header (or the
+    file system) declares.
+    """
 
     path: PurePosixPath
-    read: Callable[[], bytes]
+    open: Callable[[], BinaryIO]
+    size: int
+    limit: int
+
+    def read(self) -> bytes:
+        with self.open() as f:
+            # The declared size in one read (no buffer the size of the limit for a small file) ...
+            data = f.read(min(self.size, self.limit) + 1)
+            if len(data) > self.size:  # ... and, when there is more than declared, on to the limit
+                parts, total = [data], len(data)
+                while total <= self.limit and (chunk := f.read(min(CHUNK, self.limit + 1 - total))):
+                    parts.append(chunk)
+                    total += len(chunk)
+                data = b"".join(parts)
+        if len(data) > self.limit:
+            raise too_large(str(self.path), self.limit)
+        return data
+
+    def copy_to(self, target: Path) -> None:
+        """Stream the bytes into the new file `target` (removed again when the copy fails)."""
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as out, self.open() as f:
+                copied = 0
+                while chunk := f.read(CHUNK):
+                    copied += len(chunk)
+                    if copied > self.limit:
+                        raise too_large(str(self.path), self.limit)
+                    out.write(chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+
+def too_large(name: str, limit: int) -> StudioError:
+    return StudioError(
+        f"The file {name!r} unpacks to more than {limit / 1e6:.0f} MB, the limit for one file (STUDIO_IMPORT_MAX_ENTRY_BYTES); the upload was refused."
+    )
 
 
 def safe_relative(name: str) -> PurePosixPath:
@@ -70,16 +116,37 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return (info.external_attr >> 16) & 0o170000 == stat.S_IFLNK
 
 
-def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], bytes]:
-    def read() -> bytes:
-        # zipfile never returns more than the header's size (and checks the CRC), so the totals
-        # checked from the headers bound what is read.
-        try:
-            return zf.read(info)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-            raise StudioError(f"The zip entry {info.filename!r} is corrupt ({exc}); the upload was refused.") from None
+class _ZipMember(io.RawIOBase):
+    """A zip member's stream whose read errors are one sentence about a corrupt entry."""
 
-    return read
+    def __init__(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+        self.info = info
+        with self._errors():
+            self.stream = zf.open(info)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise StudioError(f"The zip entry {self.info.filename!r} is corrupt ({exc}); the upload was refused.") from None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        with self._errors():
+            return self.stream.read(size)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+
+def _zip_opener(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], BinaryIO]:
+    # zipfile itself never returns more than the header's size and checks the CRC; the entry's
+    # `read`/`copy_to` count the bytes again, so the limit holds whatever the header says.
+    return lambda: _ZipMember(zf, info)  # type: ignore[return-value]
 
 
 @contextmanager
@@ -102,9 +169,15 @@ def zip_entries(archive: Path, settings: Settings | None = None) -> Iterator[lis
                     f"The zip entry {info.filename!r} expands {info.file_size / max(info.compress_size, 1):.0f}× "
                     f"(limit {settings.import_max_ratio:.0f}×, STUDIO_IMPORT_MAX_RATIO); it looks like a zip bomb."
                 )
+            if info.file_size > settings.import_max_entry_bytes:
+                raise too_large(info.filename, settings.import_max_entry_bytes)
         check_totals(len(members), sum(info.file_size for info in members), settings)
         seen: set[str] = set()
-        yield [Entry(kept_apart(path, seen, i), _zip_reader(zf, info)) for i, (path, info) in enumerate(zip(paths, members, strict=True))]
+        limit = settings.import_max_entry_bytes
+        yield [
+            Entry(kept_apart(path, seen, i), _zip_opener(zf, info), info.file_size, limit)
+            for i, (path, info) in enumerate(zip(paths, members, strict=True))
+        ]
 
 
 def folder_entries(src: Path, settings: Settings | None = None) -> list[Entry]:
@@ -118,16 +191,31 @@ def folder_entries(src: Path, settings: Settings | None = None) -> list[Entry]:
             raise StudioError(f"{path.relative_to(src)} is a symbolic link; links are refused.")
         if path.is_file():
             files.append(path)
-    check_totals(len(files), sum(p.stat().st_size for p in files), settings)
-    return [Entry(PurePosixPath(path.relative_to(src).as_posix()), path.read_bytes) for path in files]
+    sizes = [p.stat().st_size for p in files]
+    check_totals(len(files), sum(sizes), settings)
+    limit = settings.import_max_entry_bytes
+    for path, size in zip(files, sizes, strict=True):
+        if size > limit:
+            raise too_large(path.relative_to(src).as_posix(), limit)
+    return [
+        Entry(PurePosixPath(path.relative_to(src).as_posix()), (lambda path=path: path.open("rb")), size, limit)
+        for path, size in zip(files, sizes, strict=True)
+    ]
 
 
 def upload_entries(files: list[tuple[str, bytes]], settings: Settings | None = None) -> list[Entry]:
     """Uploaded (name, bytes) pairs; a repeated name is kept apart for the report."""
     settings = settings or get_settings()
     check_totals(len(files), sum(len(data) for _, data in files), settings)
+    limit = settings.import_max_entry_bytes
+    for name, data in files:
+        if len(data) > limit:
+            raise too_large(name, limit)
     seen: set[str] = set()
-    return [Entry(kept_apart(safe_relative(name), seen, i), (lambda data=data: data)) for i, (name, data) in enumerate(files)]
+    return [
+        Entry(kept_apart(safe_relative(name), seen, i), (lambda data=data: io.BytesIO(data)), len(data), limit)
+        for i, (name, data) in enumerate(files)
+    ]
 
 
 def dataset_root(entries: list[Entry]) -> list[Entry]:

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pandas as pd
 
-from core.datasets.curate import split_key
 from core.datasets.draft import DraftItem, caption_tokens
+from core.datasets.splits import split_key
 
 STOPWORDS = frozenset("a an the of and or in on with at to for by from is are".split())
 

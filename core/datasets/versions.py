@@ -27,12 +27,14 @@ from sqlalchemy import select
 
 from core.db import Dataset, DatasetVersion, session_scope
 from core.errors import StudioError
-from core.files import staged_folder
+from core.files import atomic_write_bytes, staged_folder
 from core.settings import get_settings
 from core.storage import LocalStore, get_store
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # used with fullmatch: "cats\n" is not a name
 MANIFEST = "manifest.jsonl"
+# The only file name a version holds: what `write_version` writes, images/<sha256>.<ext>.
+FILE_RE = re.compile(r"images/(?P<sha256>[0-9a-f]{64})\.(?P<ext>[a-z0-9]{1,5})")
 
 
 class ManifestItem(BaseModel):
@@ -67,7 +69,7 @@ class NewItem:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise StudioError(
             f"The dataset name {name!r} is not valid; use lowercase letters, digits, '.', '_' or '-' (up to 64)."
         )
@@ -232,20 +234,56 @@ def resolve(ref: str) -> tuple[str, str]:
     return name, versions[0].version
 
 
+def checked_manifest(name: str, version: str, data: bytes) -> list[ManifestItem]:
+    """The items of a manifest read from the store, refused unless it is the one its version id names
+    and every entry is a file name the store itself writes (nothing else is ever read, pushed or copied)."""
+    ref = f"{name}@{version}"
+    if version_id(data) != version:
+        raise StudioError(f"The manifest of {ref} does not match its version id; the store was changed outside the studio, so it is not used.")
+    try:
+        items = parse_manifest(data)
+    except ValueError:
+        raise StudioError(f"The manifest of {ref} is not a valid manifest; the store was changed outside the studio.") from None
+    for item in items:
+        match = FILE_RE.fullmatch(item.file)
+        if match is None or match["sha256"] != item.sha256:
+            raise StudioError(f"The manifest of {ref} names the file {item.file!r}, which is not an image of the version; it is not used.")
+    return items
+
+
 def read_manifest(name: str, version: str) -> list[ManifestItem]:
-    return parse_manifest(get_store().get_bytes(f"{version_prefix(name, version)}/{MANIFEST}"))
+    return checked_manifest(name, version, get_store().get_bytes(f"{version_prefix(name, version)}/{MANIFEST}"))
+
+
+def inside_folder(folder: Path, file: str) -> Path:
+    """`folder / file`, refused unless it resolves inside `folder`."""
+    target = (folder / file).resolve()
+    if not target.is_relative_to(folder.resolve()):
+        raise StudioError(f"The file {file!r} would be written outside {folder}; it was refused.")
+    return target
 
 
 def materialize(name: str, version: str) -> Path:
-    """A local folder holding the version (manifest + images): the store itself when it is local."""
+    """A local folder holding the version (manifest + images): the store itself when it is local.
+
+    From S3 only the manifest's own images are downloaded, after the manifest was checked against
+    its version id, each inside the cache folder; the manifest is written last, so its presence
+    means the folder is whole.
+    """
     store = get_store()
     prefix = version_prefix(name, version)
     if isinstance(store, LocalStore):
         return store.path(prefix)
     dest = get_settings().cache_dir / prefix
-    if not (dest / MANIFEST).is_file():
-        for key in store.list(prefix):
-            store.download(key, dest / key.removeprefix(prefix + "/"))
+    manifest = store.get_bytes(f"{prefix}/{MANIFEST}")
+    items = checked_manifest(name, version, manifest)
+    cached = dest / MANIFEST
+    if not (cached.is_file() and cached.read_bytes() == manifest):
+        for file in sorted({item.file for item in items}):
+            target = inside_folder(dest, file)
+            if not target.is_file():
+                store.download(f"{prefix}/{file}", target)
+        atomic_write_bytes(cached, manifest)
     return dest
 
 

@@ -138,18 +138,21 @@ def generate_side_by_side(run_ids: list[str], request: GenerateRequest) -> dict[
     return {rid: TorchGenerator(model_folder(rid), device)(request) for rid in run_ids}
 
 
-_lock = threading.Lock()  # one generation at a time: the cores are shared by every request
+# One generation or model load at a time: the cores (and the GPU's memory) are shared by every
+# request, and two requests for a model not loaded yet must not load it twice.
+_lock = threading.Lock()
 
 
 def generate(ref: str, request: GenerateRequest, backend: Backend = "torch") -> Generation:
-    generator = load_generator(ref, backend)
     with _lock:
+        generator = load_generator(ref, backend)
         started = time.perf_counter()
         images = generator(request)
         return Generation(images=images, seconds=time.perf_counter() - started, backend_label=generator.label)
 
 
 def model_limits(ref: str, backend: Backend = "torch") -> dict[str, int]:
-    generator = load_generator(ref, backend)
+    with _lock:
+        generator = load_generator(ref, backend)
     low, high = size_limits(generator.resolution, generator.size_multiple)
     return {"resolution": generator.resolution, "multiple": generator.size_multiple, "min_size": low, "max_size": high}

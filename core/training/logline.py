@@ -23,6 +23,11 @@ def metric_key(stage: str, name: str) -> str:
     return PREFIX[stage] + name
 
 
+def stage_of(key: str) -> str | None:
+    """The stage that logs a metric key (`vae_loss` → vae, `loss` → unet); None for other keys."""
+    return next((stage for stage, names in METRICS.items() if key in {metric_key(stage, n) for n in names}), None)
+
+
 def format_line(stage: str, step: int, values: dict[str, float], total: int | None = None) -> str:
     where = f"{step}/{total}" if total is not None else str(step)
     return f"[{stage}] step {where} " + " ".join(f"{name}={value:.5g}" for name, value in values.items())

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from core.inference.torch_backend import GenerateRequest, generate_with, image_grid
 from core.modeling.presets import Components
@@ -73,6 +73,31 @@ def heldout_loss(
         inputs = text([val.captions[i] for i in chunk.tolist()])
         total += float(objective(latents[chunk], noise[chunk], timesteps[chunk], inputs, weighted=False)["loss"]) * len(chunk)
     return {"val_loss": total / len(val)}
+
+
+LABEL_MAX_PX = 360  # longer prompts are cut with an ellipsis
+
+
+def prompt_grid(rows: list[Image.Image], prompts: list[str]) -> Image.Image:
+    """The sample rows stacked, each labelled with its prompt on the left, so a grid reads on its own."""
+    row_h = rows[0].height
+    font = ImageFont.load_default(size=max(10, min(20, row_h // 3)))
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def fit(text: str) -> str:
+        while draw.textlength(text, font=font) > LABEL_MAX_PX and len(text) > 1:
+            text = text[:-2] + "…"
+        return text
+
+    labels = [fit(p) for p in prompts]
+    pad = 6
+    label_w = int(max(draw.textlength(t, font=font) for t in labels)) + 2 * pad
+    grid = Image.new("RGB", (label_w + max(r.width for r in rows), row_h * len(rows)), "white")
+    canvas = ImageDraw.Draw(grid)
+    for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
+        grid.paste(row, (label_w, i * row_h))
+        canvas.text((pad, i * row_h + row_h // 2), label, fill="black", font=font, anchor="lm")
+    return grid
 
 
 @torch.no_grad()
