@@ -52,13 +52,18 @@ def run(model_id: str, backend: Backend, request: GenerateRequest) -> tuple[list
     return result.images, result.seconds, result.backend_label
 
 
+NO_MODEL = "No trained model yet: run the demo on Home or train one on the Train page, then press 🔄."
+HAS_MODELS = "Runs with a trained model, and ONNX exports."
+
+
 def refresh_models(request: gr.Request | None = None) -> tuple[Any, Any, Any]:
     choices = model_choices()
     ids = [c[1] for c in choices]
     # The page's `?model=` (set by the Studio's Playground page) preselects that model when it is listed.
     wanted = request.query_params.get("model") if request else None
     first = wanted if wanted in ids else (ids[0] if ids else None)
-    return gr.update(choices=choices, value=first), gr.update(choices=choices, value=[c[1] for c in choices[:2]]), size_for_model(first)
+    model = gr.update(choices=choices, value=first, info=HAS_MODELS if choices else NO_MODEL)
+    return model, gr.update(choices=choices, value=[c[1] for c in choices[:2]]), size_for_model(first)
 
 
 def size_for_model(model_id: str | None) -> Any:
@@ -130,7 +135,8 @@ def build_playground() -> gr.Blocks:
     choices = model_choices()
     # Generated images pile up in Gradio's cache: every `age` seconds, files older than `age` go.
     age = get_settings().playground_cache_seconds
-    with gr.Blocks(title="Diffusion Studio playground", analytics_enabled=False, delete_cache=(age, age)) as blocks:
+    # fill_width: the frame is the page's width; Gradio's centred column left the gallery cramped.
+    with gr.Blocks(title="Diffusion Studio playground", analytics_enabled=False, delete_cache=(age, age), fill_width=True) as blocks:
         history = gr.State([])
         with gr.Tab("Generate"):
             with gr.Row():
@@ -138,25 +144,26 @@ def build_playground() -> gr.Blocks:
                     with gr.Row():
                         model = gr.Dropdown(
                             label="Model (runs and exports)", choices=choices, value=choices[0][1] if choices else None,
-                            allow_custom_value=True, scale=5, elem_id="model",
+                            allow_custom_value=True, scale=5, elem_id="model", info=HAS_MODELS if choices else NO_MODEL,
                         )
                         refresh = gr.Button("🔄", scale=0, min_width=48)
                     backend = gr.Radio(backends, value=backends[0], label="Backend", elem_id="backend")
                     prompt = gr.Textbox(label="Prompt", value="a handwritten digit seven", lines=2, elem_id="prompt")
                     negative = gr.Textbox(label="Negative prompt", value="", elem_id="negative")
-                    with gr.Row():
-                        steps = gr.Slider(1, 150, value=20, step=1, label="Steps")
-                        guidance = gr.Slider(0, 30, value=3.0, step=0.5, label="Guidance")
+                    # Up here, in view without scrolling the frame; the settings below have good defaults.
+                    run_button = gr.Button("Generate", variant="primary", elem_id="generate")
+                    # One slider per row: side by side, their number boxes and end labels were clipped.
+                    steps = gr.Slider(1, 150, value=20, step=1, label="Steps")
+                    guidance = gr.Slider(0, 30, value=3.0, step=0.5, label="Guidance")
+                    batch = gr.Slider(1, 8, value=4, step=1, label="Batch size")
+                    size = gr.Slider(8, 2048, value=32, step=8, label="Image size (px)")
                     with gr.Row():
                         seed = gr.Number(value=0, precision=0, minimum=0, maximum=2**32 - 1, label="Seed", elem_id="seed")
                         randomize = gr.Checkbox(value=False, label="Randomize seed")
-                    with gr.Row():
-                        scheduler = gr.Dropdown(schedulers, value="ddim", label="Scheduler")
-                        batch = gr.Slider(1, 8, value=4, step=1, label="Batch size")
-                    size = gr.Slider(8, 2048, value=32, step=8, label="Image size (px)")
-                    run_button = gr.Button("Generate", variant="primary", elem_id="generate")
+                    scheduler = gr.Dropdown(schedulers, value="ddim", label="Scheduler")
                 with gr.Column(scale=3):
-                    gallery = gr.Gallery(label="Images", format="png", columns=4, height=360, object_fit="contain", elem_id="gallery")
+                    # Two per row at their own aspect ratio: a batch wraps instead of running off the edge.
+                    gallery = gr.Gallery(label="Images", format="png", columns=2, height="auto", object_fit="contain", elem_id="gallery")
                     timing = gr.Markdown("Pick a model and press Generate.", elem_id="timing")
             gr.Markdown("### History: click a row to restore its settings")
             table = gr.Dataframe(headers=HISTORY_COLUMNS, value=[], interactive=False, wrap=True, elem_id="history")
@@ -168,10 +175,9 @@ def build_playground() -> gr.Blocks:
             with gr.Row():
                 compare_prompt = gr.Textbox(label="Prompt", value="a handwritten digit three", scale=3)
                 compare_seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-            with gr.Row():
-                compare_steps = gr.Slider(1, 150, value=20, step=1, label="Steps")
-                compare_guidance = gr.Slider(0, 30, value=3.0, step=0.5, label="Guidance")
-                compare_scheduler = gr.Dropdown(schedulers, value="ddim", label="Scheduler")
+            compare_steps = gr.Slider(1, 150, value=20, step=1, label="Steps")
+            compare_guidance = gr.Slider(0, 30, value=3.0, step=0.5, label="Guidance")
+            compare_scheduler = gr.Dropdown(schedulers, value="ddim", label="Scheduler")
             compare_button = gr.Button("Compare", variant="primary")
             compare_gallery = gr.Gallery(label="Side by side", format="png", columns=4, height=320, object_fit="contain")
             compare_timing = gr.Markdown()

@@ -26,6 +26,7 @@ def job_dir(job_id: str) -> Path:
 def create_job(
     job_id: str, kind: str, backend: str, config: dict[str, Any], log_name: str, *,
     status: str = "queued", dataset: str | None = None, mlflow_run_id: str | None = None, region: str | None = None,
+    pid: int | None = None, pid_started: int | None = None,
 ) -> Job:  # fmt: skip
     """The one place a job row is made, with its folder: a queued job goes to the end of the
     queue; one that starts at once counts its first attempt."""
@@ -37,6 +38,7 @@ def create_job(
             Job(
                 id=job_id, kind=kind, backend=backend, status=status, config=config, dataset=dataset, mlflow_run_id=mlflow_run_id,
                 region=region, log_path=str(folder / log_name), queue_position=next_queue_position() if queued else 0, attempts=0 if queued else 1,
+                pid=pid, pid_started=pid_started,
             )
         )
     return get_job(job_id)

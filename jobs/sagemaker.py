@@ -29,6 +29,7 @@ from core.tracking import create_run
 from core.training.config import TrainConfig
 from core.training.logline import METRIC_REGEXES  # generated from the loop's log-line formatter
 from jobs.backend import TrainRequest
+from jobs.processes import ProcessId, alive, current
 from jobs.records import FINAL, RUNNING, create_job, get_job, job_dir, list_jobs, set_run_status, transition, update_job
 
 BACKEND = "sagemaker"
@@ -232,12 +233,17 @@ def submit(request: TrainRequest) -> Job:
         "metrics": "direct" if tracking_reachable() else "relay",
     }
     # The catalog keeps the local view (output_dir here, where the relay copies metrics.jsonl).
+    submitter = current()  # recorded on the row until the cloud job exists (see `_settle_uncreated`)
     local_config = config.model_copy(update={"output_dir": folder / "output", "mlflow_run_id": run_id, "run_name": name})
     create_job(
         job_id, "train", BACKEND, {**local_config.model_dump(mode="json"), "sagemaker": {**launch.model_dump(), **uris}}, "cloudwatch.log",
         status="starting", dataset=config.dataset, mlflow_run_id=run_id, region=session.region_name,
+        pid=submitter.pid, pid_started=submitter.started,
     )  # fmt: skip
     return _start(job_id, session)
+
+
+NEVER_CREATED = "The SageMaker job was never created: "
 
 
 def _container_config(job: Job) -> TrainConfig:
@@ -252,24 +258,53 @@ def _start(job_id: str, session: Any) -> Job:
 
     from sagemaker.core.training.configs import InputData
 
+    # The row holds the submitting process (written with the row, or with the resume's transition):
+    # a row left without a cloud job by a submission that died (the studio killed mid-call) is told
+    # apart from one still being submitted (see `_settle_uncreated`).
     job = get_job(job_id)
-    options = job.config["sagemaker"]
-    launch = SageMakerLaunch.model_validate({k: v for k, v in options.items() if k in SageMakerLaunch.model_fields})
-    with tempfile.TemporaryDirectory(prefix="studio-source-") as tmp:
-        config = _container_config(job)
-        source = stage_source(config, Path(tmp))
-        try:
+    try:
+        options = job.config["sagemaker"]
+        launch = SageMakerLaunch.model_validate({k: v for k, v in options.items() if k in SageMakerLaunch.model_fields})
+        with tempfile.TemporaryDirectory(prefix="studio-source-") as tmp:
+            config = _container_config(job)
+            source = stage_source(config, Path(tmp))
             trainer = build_trainer(config, launch, job_id, options, source, session)
             trainer.train(input_data_config=[InputData(channel_name="training", data_source=options["dataset"])], wait=False, logs=False)
-        except (ClientError, BotoCoreError) as exc:
+        # The SDK keeps the created job on a private attribute; its name is all the studio needs.
+        name = trainer._latest_training_job.training_job_name
+    except BaseException as exc:
+        if isinstance(exc, (ClientError, BotoCoreError)):
             error = explain(exc, "SageMaker")
-            update_job(job_id, status="failed", failure_reason=str(error))
-            set_run_status(job.mlflow_run_id, "FAILED")
-            raise error from None
-    # The SDK keeps the created job on a private attribute; its name is all the studio needs.
-    name = trainer._latest_training_job.training_job_name
+        elif isinstance(exc, StudioError):
+            error = exc
+        else:
+            error = StudioError(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
+        reason = NEVER_CREATED + str(error)
+        update_job(job_id, status="failed", failure_reason=reason, pid=None, pid_started=None)
+        set_run_status(job.mlflow_run_id, "FAILED")
+        if not isinstance(exc, Exception):
+            raise  # an interrupt stays an interrupt; the row is settled first
+        raise StudioError(reason) from None
+    job = update_job(job_id, sagemaker_job_name=name, pid=None, pid_started=None)
+    if job.status == "stopping":  # stopped while it was being created: stop the cloud job too
+        with aws_errors("SageMaker"):
+            client("sagemaker").stop_training_job(TrainingJobName=name)
+        return job
     set_run_status(job.mlflow_run_id, "RUNNING")
-    return update_job(job_id, sagemaker_job_name=name)
+    return job
+
+
+def _settle_uncreated(job: Job) -> bool:
+    """End a row that has no cloud job and no live process submitting it; True when it did."""
+    if job.sagemaker_job_name or alive(ProcessId(job.pid, job.pid_started) if job.pid else None):
+        return False
+    reason = NEVER_CREATED + "the process submitting it ended first."
+    if transition(job.id, ("stopping",), status="stopped", failure_reason=NEVER_CREATED + "it was stopped first.", pid=None):
+        set_run_status(job.mlflow_run_id, "KILLED")
+        return True
+    if transition(job.id, RUNNING, status="failed", failure_reason=reason, pid=None):
+        set_run_status(job.mlflow_run_id, "FAILED")
+    return True
 
 
 def describe(job: Job, sagemaker: Any = None) -> dict[str, Any]:
@@ -309,20 +344,38 @@ def sync(job_id: str, sagemaker: Any = None) -> CloudStatus:
     return state
 
 
+SYNC_FAILED = "The last refresh from SageMaker failed: "
+
+
 def refresh() -> None:
-    """Poll each active training job once and relay the metrics it wrote since the last poll."""
+    """Poll each active training job once and relay the metrics it wrote since the last poll.
+
+    Each job on its own: one that cannot be refreshed keeps its state, with the reason on its row,
+    and the others are refreshed all the same. A row without a cloud job whose submission died ends."""
     from jobs.relay import relay_metrics
 
     for job in list_jobs(limit=None, statuses=RUNNING, backend=BACKEND):
-        if job.sagemaker_job_name:  # none yet: its submission is still uploading the source
+        if _settle_uncreated(job) or not job.sagemaker_job_name:  # none yet: its submission is still uploading
+            continue
+        try:
             sync(job.id)
             relay_metrics(job.id)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, StudioError) else f"{type(exc).__name__}: {exc}"
+            transition(job.id, RUNNING, failure_reason=SYNC_FAILED + reason)
+        else:
+            if (job.failure_reason or "").startswith(SYNC_FAILED):
+                transition(job.id, RUNNING, failure_reason=None)
 
 
 def stop(job: Job, sagemaker: Any = None) -> Job:
     """StopTrainingJob: SageMaker sends SIGTERM, the engine checkpoints to S3 and exits."""
-    if job.status not in RUNNING or not job.sagemaker_job_name:
+    if job.status not in RUNNING:
         raise StudioError(f"The job {job.id} is {job.status}; only running jobs can be stopped.")
+    if not job.sagemaker_job_name:  # not created (yet): the row stops; a submission still in flight stops its job
+        transition(job.id, ("starting",), status="stopping")
+        _settle_uncreated(get_job(job.id))
+        return get_job(job.id)
     with aws_errors("SageMaker"):
         (sagemaker or client("sagemaker")).stop_training_job(TrainingJobName=job.sagemaker_job_name)
     transition(job.id, RUNNING, status="stopping")
@@ -333,7 +386,8 @@ def resume(job: Job) -> Job:
     """A new training job on the same checkpoint S3 URI and MLflow run: it continues where it stopped."""
     launch = SageMakerLaunch.model_validate({k: v for k, v in job.config["sagemaker"].items() if k in SageMakerLaunch.model_fields})
     session, _ = preflight(launch)
-    if not transition(job.id, ("stopped", "failed"), status="starting", attempts=job.attempts + 1, failure_reason=None, finished_at=None):
+    me = current()
+    if not transition(job.id, ("stopped", "failed"), status="starting", attempts=job.attempts + 1, failure_reason=None, finished_at=None, pid=me.pid, pid_started=me.started):
         raise StudioError(f"The job {job.id} is {job.status}; only stopped or failed jobs can be resumed.")
     return _start(job.id, session)
 

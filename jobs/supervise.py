@@ -1,12 +1,16 @@
 """`python -m jobs.supervise JOB_ID`: run one local job's training process and record how it ended.
 
 Runs in its own session, detached from the studio. SIGTERM is forwarded to the training process
-(which checkpoints and exits); after a grace period it is killed.
+(which checkpoints and exits); after a grace period it is killed with everything it started
+(torchrun's workers run in sessions of their own, so the tree is walked, not only the group). The
+training process gets SIGTERM when the supervisor dies (kill -9 included), so it never outlives it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +22,44 @@ if TYPE_CHECKING:
     from core.db import Job
 
 GRACE_SECONDS = 60
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child between fork and exec must not load libraries
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: its own process group, and SIGTERM when the supervisor dies."""
+    os.setpgid(0, 0)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and every process under it (read from /proc; a process that ended meanwhile is skipped)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                pass
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL the training process's group and every process under it."""
+    members = _tree(pid)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    for member in members:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def failure_reason(log_path: Path, code: int) -> str:
@@ -47,7 +89,7 @@ def main(job_id: str) -> int:
         stop_requested.set()
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
-            timer = threading.Timer(GRACE_SECONDS, lambda: child.poll() is None and child.kill())
+            timer = threading.Timer(GRACE_SECONDS, lambda: child.poll() is None and kill_tree(child.pid))
             timer.daemon = True  # the supervisor waits for the child anyway; an exited child must not keep it up
             timer.start()
 
@@ -65,7 +107,10 @@ def main(job_id: str) -> int:
         log.write(f"--- attempt {job.attempts} ---\n".encode())
         log.flush()
         cmd = command(folder / "config.yaml", int(job.config.get("processes", 1)), resume=job.attempts > 1)
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent)
+        child = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=Path(__file__).resolve().parent.parent,
+            preexec_fn=lambda parent=os.getpid(): _die_with_parent(parent),
+        )
     if stop_requested.is_set():
         on_term()
     transition(job_id, ("starting",), status="running")

@@ -74,6 +74,12 @@ def curves(run_ids: list[str], names: dict[str, str], key_prefix: str, with_alig
 # ---- list -------------------------------------------------------------------------------------------
 
 
+def short_ref(ref: str) -> str:
+    """`name@version` with the version cut to 8 characters, as git shows commits."""
+    name, at, version = ref.partition("@")
+    return f"{name}@{version[:8]}" if at else ref
+
+
 def run_table(rows: list[runs.RunRow]) -> str:
     """One page of runs as a plain HTML table, each name linking to its detail.
 
@@ -89,14 +95,14 @@ def run_table(rows: list[runs.RunRow]) -> str:
             {
                 "run": f'<a href="?run={escape(quote(r.run_id, safe=""))}" target="_self">{escape(r.name)}</a>',
                 "status": status_label(r.status),
-                "dataset": escape(r.dataset),
-                "preset": escape(r.preset),
-                "stage": escape(r.stage),
+                # Short forms, full text on hover: the table fits the page at 1400 px, no sideways scroll.
+                "dataset": f'<span title="{escape(r.dataset)}">{escape(short_ref(r.dataset))}</span>',
+                "model": escape(f"{r.preset} · {r.stage}"),
                 "steps": number(r.steps, "d"),
                 "loss": number(r.last_loss, ".4f"),
                 "val loss": number(r.val_loss, ".4f"),
-                "duration (min)": number(r.duration_s / 60 if r.duration_s is not None else None, ".1f"),
-                "started": f"{r.started:%Y-%m-%d %H:%M}",
+                "minutes": number(r.duration_s / 60 if r.duration_s is not None else None, ".1f"),
+                "started": f'<span title="{r.started:%Y-%m-%d %H:%M:%S}">{r.started:%b %d %H:%M}</span>',
                 "backend": escape(r.backend),
                 "id": escape(r.run_id[:8]),
             }

@@ -113,7 +113,7 @@ def test_submission_against_moto(aws: str, moto_url: str) -> None:
     # What the SDK uploaded: the torchrun driver's config, the source dir with core/, the entry
     # script, the job's config (DeepSpeed section included) and the container's requirements.
     s3 = boto3.client("s3")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"studio-{job.id}/")["Contents"]]  # this job's upload only
     distributed = next(k for k in keys if k.endswith("distributed.json"))
     assert json.loads(s3.get_object(Bucket=BUCKET, Key=distributed)["Body"].read())["smp"] is None
     assert any(k.endswith("/code/core/training/loop.py") for k in keys)

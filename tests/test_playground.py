@@ -71,3 +71,22 @@ def test_playground_page_embeds_gradio_and_generates(exported: dict) -> None:
         page.get_by_role("heading", name="Playground").scroll_into_view_if_needed()
         screenshot(page, "playground")
         browser.close()
+
+
+def test_layout_keeps_every_control_in_view_and_names_the_empty_state(home: Path) -> None:
+    """With no model yet the picker says what to do; sliders get a row each (side by side their
+    number boxes and end labels were clipped); Generate sits above the settings; the gallery wraps."""
+    import gradio as gr
+
+    from app.playground import NO_MODEL, build_playground
+
+    blocks = build_playground()
+    (model,) = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "model"]
+    assert model.choices == [] and model.info == NO_MODEL
+    for row in (b for b in blocks.blocks.values() if isinstance(b, gr.Row)):
+        assert sum(isinstance(c, gr.Slider) for c in row.children) <= 1, "two sliders share a row"
+    order = [b for b in blocks.blocks.values() if isinstance(b, gr.Button | gr.Slider)]
+    generate = next(i for i, b in enumerate(order) if getattr(b, "elem_id", None) == "generate")
+    assert generate < next(i for i, b in enumerate(order) if isinstance(b, gr.Slider))
+    (gallery,) = [b for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "gallery"]
+    assert gallery.columns == 2 and gallery.height == "auto"

@@ -44,6 +44,13 @@ def test_shared_comparison_link_shows_curves_and_sample_grid(runs_store: dict) -
         page.wait_for_timeout(1000)
         screenshot(page, "runs")
 
+        # The runs table fits the page at 1400 px: no column hides behind a horizontal scroll.
+        page.goto(f"{url}/runs", timeout=120_000)
+        table = page.locator("table.runs-table")
+        expect(table).to_be_visible(timeout=120_000)
+        overflow = table.evaluate("t => t.parentElement.scrollWidth - t.parentElement.clientWidth")
+        assert overflow <= 0, f"the runs table is {overflow} px wider than the page"
+
         # tiny-b is the playground's default (the newest model), so seeing tiny-a is the preselection.
         assert list_models()[0].id == b
         page.goto(f"{url}/runs?run={a}", timeout=120_000)

@@ -29,19 +29,18 @@ from torch import nn
 
 from core.errors import StudioError
 from core.files import atomic_path, atomic_write_text
-from core.inference.torch_backend import image_grid
 from core.modeling.io import load_components, save_components
 from core.modeling.lora import add_lora, has_lora, load_lora_state, lora_state
 from core.modeling.presets import Components, build_components
 from core.tracking import flatten
-from core.training.checkpoint import checkpoint_name, load_state, resolve_resume, save_checkpoint, save_state
+from core.training.checkpoint import checkpoint_name, hold_checkpoints, load_state, resolve_resume, save_checkpoint, save_state
 from core.training.config import StageConfig, TrainConfig
 from core.training.data import batch_indices, load_splits
 from core.training.distributed import Dist, Engine, init_distributed
 from core.training.logline import format_line, metric_key
 from core.training.metrics import MetricsSink
 from core.training.objectives import DenoiseObjective, VaeObjective, embed_captions, tokenize
-from core.training.validation import encode_stats, head, heldout_loss, reconstruction, sample_rows
+from core.training.validation import encode_stats, head, heldout_loss, prompt_grid, reconstruction, sample_rows
 
 log = logging.getLogger("core.training")
 STATUS_FILE = "status.json"
@@ -282,7 +281,7 @@ class Trainer:
         settings = {"steps": c.sample_steps, "guidance": c.sample_guidance, "seed": c.sample_seed, "batch": c.sample_images_per_prompt}
         with self._eval_weights():
             rows = sample_rows(self.components, self.prompts, self.d.device, **settings)
-        grid = image_grid(rows, rows=len(rows))
+        grid = prompt_grid(rows, self.prompts)
         path = c.output_dir / "samples" / f"step-{step:07d}.png"
         with atomic_path(path) as tmp:
             grid.save(tmp, format="PNG")
@@ -391,8 +390,13 @@ def resolve_data_dir(config: TrainConfig) -> Path:
 
 
 def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
-    d = init_distributed(config.device, need_env=config.deepspeed is not None)
-    resume_from = resolve_resume(config.checkpoints, resume)
-    data_dir = resolve_data_dir(config)
-    trainer = Trainer(config, d, data_dir, model_dir=resume_from / "model" if resume_from else None)
-    return trainer.run(resume_from)
+    lock = hold_checkpoints(config.checkpoints)  # before anything is written there; held to the end
+    try:
+        d = init_distributed(config.device, need_env=config.deepspeed is not None)
+        resume_from = resolve_resume(config.checkpoints, resume)
+        data_dir = resolve_data_dir(config)
+        trainer = Trainer(config, d, data_dir, model_dir=resume_from / "model" if resume_from else None)
+        return trainer.run(resume_from)
+    finally:
+        if lock is not None:
+            lock.close()

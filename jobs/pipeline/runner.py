@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, select, update
 
 from core.db import Pipeline, PipelineStep, session_scope, utcnow
 from core.errors import StudioError
@@ -79,17 +79,23 @@ def _holder(pipeline: Pipeline) -> ProcessId | None:
 
 
 def _claim(pipeline_id: str) -> None:
+    """Record this process as the pipeline's holder, unless another live process holds it.
+
+    The UPDATE only matches the holder this process read (none, a dead one, or itself), so of two
+    processes claiming at once exactly one changes the row; the other sees no row changed and refuses.
+    """
     me = current()
     with session_scope() as session:
         row = session.get(Pipeline, pipeline_id)
-        holder = _holder(row) if row is not None else None
+        if row is None:
+            raise StudioError(f"There is no pipeline {pipeline_id!r}; `studio pipeline list` shows them.")
+        holder = _holder(row)
         if holder not in (None, me):
             raise StudioError(f"The pipeline {row.name} is already running (process {holder.pid}).")
-        session.execute(
-            update(Pipeline)
-            .where(Pipeline.id == pipeline_id, or_(Pipeline.pid.is_(None), Pipeline.pid == (row.pid if row else None)))
-            .values(pid=me.pid, pid_started=me.started)
-        )
+        seen = Pipeline.pid.is_(None) if row.pid is None else and_(Pipeline.pid == row.pid, Pipeline.pid_started.is_(None) if row.pid_started is None else Pipeline.pid_started == row.pid_started)
+        claimed = session.execute(update(Pipeline).where(Pipeline.id == pipeline_id, seen).values(pid=me.pid, pid_started=me.started)).rowcount == 1
+    if not claimed:  # another process claimed it between the read and the UPDATE
+        raise StudioError(f"The pipeline {row.name} is already running (process {get_pipeline(pipeline_id).pid}).")
 
 
 def _set_step(pipeline_id: str, name: str, **fields: Any) -> None:
