@@ -14,7 +14,7 @@ test: install-test
 
 # The README's screenshots, refreshed from the browser tests (a plain test run writes them to a temp folder).
 screenshots: install-test
-	STUDIO_SCREENSHOTS=1 $(VENV)/bin/python -m pytest -n 0 -m browser tests/test_home.py tests/test_datasets_browser.py tests/test_runs_browser.py tests/test_playground.py
+	STUDIO_SCREENSHOTS=1 $(VENV)/bin/python -m pytest -n 0 -m browser tests/test_home.py tests/test_datasets_browser.py tests/test_runs_browser.py tests/test_playground.py tests/test_journey.py
 
 # torch first (the pinned build: CPU here, CUDA on a GPU host), then everything else without build
 # isolation so DeepSpeed builds against that torch, with its CUDA ops compiled just in time
@@ -53,7 +53,7 @@ test-airflow: install $(AIRFLOW_VENV)/.installed
 
 # Debian packages the tests need: chromium for the browser tests, fonts so pages render (emoji),
 # and the built-in real datasets (Fashion-MNIST; emoji names from unicode-data).
-DEBIAN_PACKAGES := chromium fonts-dejavu-core fonts-noto-color-emoji dataset-fashion-mnist unicode-data
+DEBIAN_PACKAGES := chromium fonts-dejavu-core fonts-noto-color-emoji dataset-fashion-mnist unicode-data postgresql
 system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

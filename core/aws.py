@@ -7,6 +7,7 @@ reach AWS, an S3-compatible store or moto.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,9 @@ REJECTED_CREDENTIALS = {
 }  # fmt: skip
 ACCESS_DENIED = {"AccessDenied", "AccessDeniedException", "403"}
 NOT_FOUND = {"404", "NotFound"}  # what HEAD requests say: they carry no error body
+# Throttling (SlowDown, Throttling), 5xx answers and dropped connections are retried by botocore
+# with exponential backoff and jitter; this many attempts in all unless AWS_MAX_ATTEMPTS says.
+MAX_ATTEMPTS = 8
 
 
 def session(region: str | None = None) -> boto3.Session:
@@ -33,8 +37,19 @@ def session(region: str | None = None) -> boto3.Session:
     return boto3.Session(region_name=region or get_settings().aws_region)
 
 
-def client(service: str, region: str | None = None) -> Any:
-    return session(region).client(service)
+def retry_config() -> Any:
+    """botocore's client config: the standard retry mode (or AWS_RETRY_MODE), MAX_ATTEMPTS attempts
+    (or AWS_MAX_ATTEMPTS; the tests set 1). Given explicitly, it wins over boto3's own defaults."""
+    from botocore.config import Config
+
+    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or MAX_ATTEMPTS)
+    mode = os.environ.get("AWS_RETRY_MODE") or "standard"
+    return Config(retries={"mode": mode, "total_max_attempts": max(1, attempts)})
+
+
+def client(service: str, region: str | None = None, from_session: boto3.Session | None = None) -> Any:
+    """The one way the studio makes a boto3 client: retries with backoff (see `retry_config`)."""
+    return (from_session or session(region)).client(service, config=retry_config())
 
 
 def credentialed_session() -> boto3.Session:
@@ -53,13 +68,16 @@ def error_code(exc: Exception) -> str:
 
 def explain(exc: Exception, service: str = "AWS", bucket: str | None = None, key: str | None = None) -> StudioError:
     """An AWS error as one sentence; `service`, `bucket` and `key` say what the request was about."""
-    from botocore.exceptions import ClientError, ConnectionError, NoCredentialsError, PartialCredentialsError
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, NoCredentialsError, PartialCredentialsError
 
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return StudioError(NO_CREDENTIALS)
     if isinstance(exc, ConnectionError):
         where = exc.kwargs.get("endpoint_url") or exc.kwargs.get("proxy_url") or "its endpoint"
         return StudioError(f"{service} could not be reached at {where}; check the network or AWS_ENDPOINT_URL.")
+    if isinstance(exc, HTTPClientError):  # dropped or timed out mid-request, after every retry
+        where = exc.kwargs.get("endpoint_url") or "its endpoint"
+        return StudioError(f"{service} at {where} kept dropping the connection; check the network and try again.")
     if isinstance(exc, ClientError):
         code = error_code(exc)
         message = exc.response.get("Error", {}).get("Message") or "no reason given"
@@ -71,6 +89,10 @@ def explain(exc: Exception, service: str = "AWS", bucket: str | None = None, key
             return StudioError(f"The S3 object s3://{bucket}/{key} does not exist.")
         if code in ACCESS_DENIED:
             return StudioError(f"These AWS credentials may not use {f'the S3 bucket {bucket!r}' if bucket else service}: {message}")
+        meta = exc.response.get("ResponseMetadata", {})
+        if meta.get("MaxAttemptsReached") and meta.get("RetryAttempts"):
+            attempts = meta["RetryAttempts"] + 1
+            return StudioError(f"{service} kept failing ({code}: {message}) after {attempts} attempts; try again later.")
         return StudioError(f"{service} refused the request ({code}): {message}")
     return StudioError(f"The {service} request failed: {exc}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,10 +10,11 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, create_engine, event, inspect, make_url, text
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from core.errors import StudioError
 from core.settings import get_settings
 
 
@@ -132,30 +134,175 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def migrate(engine: Engine) -> None:
-    """Create missing tables, then add columns that newer code declares (additive migration)."""
-    Base.metadata.create_all(engine)
-    inspector = inspect(engine)
-    with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
-            existing = {c["name"] for c in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name not in existing:
-                    ddl = column.type.compile(dialect=engine.dialect)
-                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'))
+MIGRATIONS = "core:migrations"  # Alembic's script location: shipped inside the package
 
 
-@lru_cache(maxsize=4)
+def _alembic_config(connection: Connection) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    config.attributes["connection"] = connection
+    config.attributes["target_metadata"] = Base.metadata
+    return config
+
+
+@lru_cache(maxsize=1)
+def _scripts() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(None))  # type: ignore[arg-type]
+
+
+def head_revision() -> str:
+    """The newest schema revision this code knows."""
+    return _scripts().get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The catalog's revision; None for an empty database or one made before Alembic."""
+    from alembic.runtime.migration import MigrationContext
+
+    from core.migrations import VERSION_TABLE
+
+    heads = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_heads()
+    return heads[0] if heads else None
+
+
+def check_known(revision: str | None) -> None:
+    """Refuse a catalog whose schema comes from a newer studio than this one."""
+    known = {script.revision for script in _scripts().walk_revisions()}
+    if revision is not None and revision not in known:
+        raise StudioError(f"The catalog's schema (revision {revision}) is newer than this studio; upgrade the studio.")
+
+
+def _adopt_legacy(connection: Connection) -> None:
+    """A catalog made before Alembic: bring it to the baseline in place (rows kept), then stamp it."""
+    from alembic import command
+
+    from core.migrations import baseline
+
+    baseline.metadata.create_all(connection)  # only the missing tables
+    inspector = inspect(connection)
+    for table in baseline.metadata.sorted_tables:
+        existing = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in existing:  # nullable: an older release's rows have no value for it
+                ddl = column.type.compile(dialect=connection.dialect)
+                connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'))
+    command.stamp(_alembic_config(connection), baseline.REVISION)
+
+
+_LOCK_KEY = 0x5D1FF057  # the advisory lock the studio's migrations hold on PostgreSQL
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[Connection]:
+    """One connection that alone migrates this catalog: other processes starting at once wait."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+            conn.commit()
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+                conn.commit()
+        return
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+        from filelock import FileLock
+
+        with FileLock(f"{database}.migrate.lock"), engine.connect() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        yield conn
+
+
+
+def migrate(engine: Engine) -> dict[str, str | None]:
+    """Bring the catalog to the newest revision (Alembic); returns {"from": ..., "to": ...}.
+
+    An empty database gets every revision; one made before Alembic (tables, no `studio_schema_version`)
+    is stamped with the baseline first; a schema newer than this code is refused with one sentence.
+    """
+    from alembic import command
+
+    head = head_revision()
+    with engine.connect() as conn:  # the common case, without the lock: already up to date
+        before = current_revision(conn)
+    check_known(before)
+    if before == head:
+        return {"from": before, "to": head}
+    with _migration_lock(engine) as conn:
+        before = current_revision(conn)
+        check_known(before)
+        if before is None and inspect(conn).get_table_names():
+            _adopt_legacy(conn)
+            conn.commit()
+        command.upgrade(_alembic_config(conn), "head")
+        conn.commit()
+        return {"from": before, "to": current_revision(conn)}
+
+
+def describe_url(url: str) -> str:
+    """The catalog URL with its password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def catalog_status(url: str | None = None) -> dict[str, Any]:
+    """The catalog's revision next to this code's, without changing anything."""
+    url = url or get_settings().catalog_url
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            revision = current_revision(conn)
+            tables = bool(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+    head = head_revision()
+    known = {script.revision for script in _scripts().walk_revisions()}
+    state = "up to date" if revision == head else "newer than this studio" if revision is not None and revision not in known else "needs upgrade"
+    if revision is None:
+        state = "made before migrations; needs upgrade" if tables else "empty; needs upgrade"
+    return {"url": describe_url(url), "dialect": make_url(url).get_backend_name(), "revision": revision, "head": head, "state": state}
+
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
 def _engine_for(url: str) -> Engine:
-    engine = create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _enable_sqlite_pragmas)
-    migrate(engine)
-    return engine
+    """One engine per catalog URL, migrated to the newest revision when first made."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = create_engine(url, pool_pre_ping=True)
+            if engine.dialect.name == "sqlite":
+                event.listen(engine, "connect", _enable_sqlite_pragmas)
+            try:
+                migrate(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+            _ENGINES[url] = engine
+            while len(_ENGINES) > 4:  # a long-lived process that changed homes keeps the newest few
+                _ENGINES.pop(next(iter(_ENGINES))).dispose()
+        return engine
 
 
 def get_engine() -> Engine:
     return _engine_for(get_settings().catalog_url)
+
+
+def reset_engines() -> None:
+    """Close every cached engine's connections and forget them (tests; `studio db upgrade`)."""
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose()
+        _ENGINES.clear()
 
 
 @contextmanager

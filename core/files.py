@@ -3,7 +3,9 @@
 Everything is written under a unique hidden name beside its destination (`.tmp-<name>-<random>`,
 on the same filesystem, so the final rename is atomic) and renamed into place only when complete;
 a failed write removes its temporary. Two writers of the same destination never share a
-temporary, so each leaves a complete file or folder and the last one wins.
+temporary, so each leaves a complete file or folder and the last one wins. A write that runs out
+of space (ENOSPC, EDQUOT, or EFBIG past a file size limit) leaves what was there before and says so
+in one sentence naming what was being saved (`DiskFull`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.errors import StudioError
+
 TEMP_PREFIX = ".tmp-"  # listings skip names that start with it (see `is_temp`)
+
+
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class DiskFull(StudioError):
+    """A write that ran out of space; the destination keeps what it held before."""
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from (torch.save wraps the OSError of its file), is a full disk."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, DiskFull) or (isinstance(found, OSError) and found.errno in NO_SPACE):
+            return True
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return False
+
+
+def _no_space(dest: Path) -> DiskFull:
+    return DiskFull(f"No space left on the disk holding {dest.parent} while saving {dest.name}.")
 
 
 def temp_sibling(dest: Path) -> Path:
@@ -39,8 +66,10 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if _out_of_space(exc):
+            raise _no_space(dest) from None
         raise
 
 
@@ -93,8 +122,10 @@ def staged_folder(dest: Path, staging: Path | None = None) -> Iterator[Path]:
     try:
         yield folder
         replace_folder(folder, dest)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
+        if _out_of_space(exc):
+            raise _no_space(dest) from None
         raise
 
 

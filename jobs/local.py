@@ -22,9 +22,12 @@ from core.errors import StudioError
 from core.files import atomic_write_text
 from core.settings import get_settings
 from core.tracking import create_run
+from core.tracking.outbox import Outbox
 from jobs.backend import TrainRequest
 from jobs.processes import settle_vanished, start_job_process, terminate
+from jobs.relay import metrics_file
 from jobs.records import (
+    FINAL,
     RUNNING,
     cancel,
     create_job,
@@ -93,9 +96,23 @@ def _settle() -> None:
 
 
 def refresh() -> None:
-    """Mark jobs whose supervisor vanished (machine reboot, kill -9 of the supervisor) as failed."""
+    """Mark jobs whose supervisor vanished (machine reboot, kill -9 of the supervisor) as failed, and
+    retry sending MLflow what finished jobs could not (see `retry_leftovers`)."""
     with _scheduler_lock():
         _settle()
+    retry_leftovers()
+
+
+def retry_leftovers() -> None:
+    """Deliver the outboxes finished jobs left because MLflow was down, each at most once per its
+    backoff window (on disk, see core.tracking.outbox); one failure ends this round: the server is down."""
+    with session_scope() as session:
+        finished = select(Job).where(Job.backend == BACKEND, Job.status.in_(FINAL), Job.mlflow_run_id.is_not(None))
+        jobs = list(session.scalars(finished))
+    for job in jobs:
+        outbox = Outbox(metrics_file(job))
+        if outbox.folder.is_dir() and outbox.retry(job.mlflow_run_id) is False:
+            break
 
 
 def stop(job: Job) -> Job:

@@ -214,3 +214,72 @@ import importlib.util  # noqa: E402
 
 if importlib.util.find_spec("airflow") is None:
     collect_ignore = ["airflow"]
+
+
+# A throwaway PostgreSQL cluster (Debian's postgresql 15), one per test session and worker. The
+# server refuses to run as root, so as root (CI) it runs as `nobody` in a folder nobody owns.
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of a fresh cluster's `postgres` database (trust auth on 127.0.0.1)."""
+    import shutil
+    import socket
+
+    if not (PG_BIN / "initdb").is_file() or not (PG_BIN / "pg_ctl").is_file():
+        pytest.skip(f"PostgreSQL's server binaries are not in {PG_BIN} (Debian package `postgresql`, `make system-deps`).")
+    folder = Path(tempfile.mkdtemp(prefix="studio-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        os.chmod(folder, 0o755)
+        shutil.chown(folder, "nobody", "nogroup")
+        as_user = ["runuser", "-u", "nobody", "--"]
+    data, log = folder / "data", folder / "server.log"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def pg(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True, cwd=folder, timeout=120)
+
+    pg(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+    options = f"-k {folder} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    try:
+        pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
+    except subprocess.CalledProcessError as exc:
+        raise AssertionError(f"PostgreSQL did not start: {exc.stderr.decode()}\n{log.read_text() if log.exists() else ''}") from exc
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True, cwd=folder, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def new_postgres_database(server_url: str) -> str:
+    """CREATE DATABASE on the test cluster; returns its SQLAlchemy URL."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy import make_url
+
+    url = make_url(server_url)
+    name = f"studio_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """This test's studio with its catalog on SQLite (the embedded default, in `home`) or on a
+    fresh PostgreSQL database of the test cluster; yields the catalog URL."""
+    from core.db import reset_engines
+    from core.settings import get_settings, reset_settings
+
+    if request.param == "postgresql":
+        monkeypatch.setenv("STUDIO_DATABASE_URL", new_postgres_database(request.getfixturevalue("postgres_server")))
+        reset_settings()
+    reset_engines()
+    yield get_settings().catalog_url
+    reset_engines()

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from sqlalchemy import update
 
-from core.aws import aws_errors, credentialed_session
+from core.aws import aws_errors, client, credentialed_session
 from core.datasets.versions import MANIFEST, find_version, materialize, read_manifest, resolve, version_prefix
 from core.db import DatasetVersion, session_scope
 from core.errors import StudioError
@@ -48,7 +48,7 @@ def push_version(
     files = sorted({item.file for item in read_manifest(name, version)}) + [MANIFEST]
     sizes = {f: (source / f).stat().st_size for f in files}
     total = sum(sizes.values()) or 1
-    client = credentialed_session().client("s3")
+    s3 = client("s3", from_session=credentialed_session())
     config = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
     done = 0
     lock = threading.Lock()
@@ -62,7 +62,7 @@ def push_version(
 
     with aws_errors("S3", bucket):
         present: dict[str, int] = {}
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root + "/"):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root + "/"):
             for obj in page.get("Contents", []):
                 present[obj["Key"]] = obj["Size"]
         uploaded = skipped = sent = 0
@@ -72,7 +72,7 @@ def push_version(
                 skipped += 1
                 advance(sizes[file])
                 continue
-            client.upload_file(
+            s3.upload_file(
                 str(Path(source) / file), bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=config, Callback=advance
             )
             uploaded += 1

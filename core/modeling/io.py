@@ -69,6 +69,21 @@ def check_model_folder(folder: Path) -> None:
             )
         if not weights:
             raise StudioError(f"{folder / part} has no safetensors weights.")
+        for path in weights:
+            check_safetensors(path)
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a truncated or damaged .safetensors file before any weight of the model is loaded
+    (its header must parse and its tensors must cover the file exactly)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as exc:  # SafetensorError, OSError: the reason goes into the sentence
+        reason = str(exc).splitlines()[0].rstrip(". ") if str(exc) else type(exc).__name__
+        raise StudioError(f"{path} is damaged or incomplete ({reason}), so the model was not loaded.") from None
 
 
 def load_components(folder: Path, prediction_type: str | None = None) -> Components:

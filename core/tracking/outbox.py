@@ -11,14 +11,23 @@ file itself is the queue of metrics; the outbox folder next to it holds the rest
 so whoever delivers — the training when the server answers again, the supervisor when the job
 ends, the relay for a cloud job's copy — goes on where the last one stopped. A row sent twice
 (delivered, but the answer lost) is the same metric, which the store keeps once.
+
+A finished job's leftovers are retried by `retry` (the local backend's refresh calls it), at most
+once per backoff window recorded on disk in `mlflow-outbox/next_attempt` (10 s, doubling up to an
+hour, cleared once MLflow took everything), with MLflow's HTTP retries off and a short timeout, so
+a page refreshing every two seconds waits on a dead server once per window at most.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +38,25 @@ from core.tracking.writes import log_artifacts, log_image, log_params, log_rows,
 
 log = logging.getLogger(__name__)
 ROWS_PER_DELIVERY = 5000  # a long backlog goes in slices, each one recorded as sent
+NEXT_ATTEMPT = "next_attempt"  # {"at": epoch seconds, "wait": seconds}: when `retry` may try again
+FIRST_WAIT_S, MAX_WAIT_S = 10.0, 3600.0
+# One quick try: MLflow's own defaults retry a request for minutes, the backoff above is the retry.
+QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+
+
+@contextlib.contextmanager
+def quick_http() -> Iterator[None]:
+    """MLflow's HTTP settings for one quick try (MLflow reads them from the environment per request)."""
+    before = {key: os.environ.get(key) for key in QUICK_HTTP}
+    os.environ.update(QUICK_HTTP)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _gone(path: Path) -> bool:
@@ -81,6 +109,52 @@ class Outbox:
         self.add("image", file=name, key=key, step=step)
 
     # ---- delivery -----------------------------------------------------------------------------------
+    def pending(self) -> bool:
+        """Whether anything waits: a queued call, or a complete metric row past what MLflow took."""
+        if self.calls_file.is_file():
+            return True
+        offset = self._offset()
+        if not self.metrics_file.is_file() or offset >= self.metrics_file.stat().st_size:
+            return False
+        with self.metrics_file.open("rb") as f:
+            f.seek(offset)
+            return b"\n" in f.read(1 << 20)
+
+    def retry(self, run_id: str, now: float | None = None) -> bool | None:
+        """Deliver what waits if its backoff window has passed: True when MLflow took it all, False when
+        it failed (the next window, twice as long, is on disk), None when nothing was due or waiting."""
+        backoff = self.folder / NEXT_ATTEMPT
+        if not self.folder.is_dir():
+            return None
+        with open(self.folder / ".retry.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None  # another page or process is trying right now
+            if not self.pending():
+                backoff.unlink(missing_ok=True)
+                return None
+            try:
+                last = json.loads(backoff.read_text())
+                at, wait = float(last["at"]), float(last["wait"])
+            except (OSError, ValueError, KeyError, TypeError):
+                at, wait = 0.0, 0.0
+            now = time.time() if now is None else now
+            if now < at:
+                return None
+            wait = min(MAX_WAIT_S, wait * 2) if wait else FIRST_WAIT_S
+            atomic_write_text(backoff, json.dumps({"at": now + wait, "wait": wait}))  # before trying: a slow try counts
+            try:
+                with quick_http():
+                    self.deliver(run_id)
+            except Exception as exc:  # down, slow or refusing: try again after `wait`
+                log.warning(
+                    "MLflow still does not take the leftovers in %s (%s); next try in %.0f s.", self.folder, exc, wait
+                )
+                return False
+            backoff.unlink(missing_ok=True)
+            return True
+
     def deliver(self, run_id: str) -> int:
         """Send every pending metric row and call to the run; returns the rows sent. Raises when
         MLflow refuses or cannot be reached, keeping what was not sent for the next delivery."""
