@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from core.db import Job
 
 
+def newest_loss(rows: list[dict]) -> float | None:
+    """The training loss of the newest metrics row that has one (the VAE's while it trains first)."""
+    return next((row.get("loss", row.get("vae_loss")) for row in reversed(rows) if "loss" in row or "vae_loss" in row), None)
+
+
 def start_demo(quick: bool) -> None:
     bar = st.progress(0.0, text="Preparing the demo dataset (1,797 handwritten digits)…")
     ref = ensure_demo_dataset(progress=lambda f, text: bar.progress(f, text=text))
@@ -110,13 +115,15 @@ def render() -> None:
 
     st.subheader("Recent runs")
     if runs:
+        # A running job's newest loss is in its metrics.jsonl before MLflow has it (the sink sends in batches).
+        live = {j.mlflow_run_id: newest_loss(job_progress(j).metrics) for j in active if j.mlflow_run_id}
         frame = pd.DataFrame(
             [
                 {
                     "run": r.name,
                     "status": status_label(r.status),
                     "dataset": r.dataset,
-                    "last loss": r.last_loss,
+                    "last loss": r.last_loss if r.last_loss is not None else live.get(r.run_id),
                     "val loss": r.val_loss,
                     "started": r.started,
                 }

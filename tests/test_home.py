@@ -36,6 +36,16 @@ def test_demo_button_starts_a_real_job(home: Path) -> None:
     control.stop(jobs[0].id)
 
 
+def test_recent_runs_show_a_running_jobs_loss_from_its_own_metrics() -> None:
+    """MLflow gets metrics in batches; while a run trains, Home reads its newest loss from metrics.jsonl."""
+    from pages.home import newest_loss
+
+    rows = [{"step": 2, "vae_loss": 0.8}, {"step": 3, "vae_val_mse": 0.4}, {"step": 2, "loss": 1.1}, {"step": 3, "val_loss": 0.9}]
+    assert newest_loss(rows) == 1.1
+    assert newest_loss(rows[:2]) == 0.8  # the VAE stage trains first
+    assert newest_loss([]) is None
+
+
 def test_an_active_job_launched_without_a_run_name(demo: str) -> None:
     """The Train page launches without a name: the job's config holds `run_name: None`."""
     from core.training.config import build_config
