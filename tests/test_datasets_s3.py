@@ -9,7 +9,7 @@ import pytest
 from core.datasets.push import push_version
 from core.datasets.versions import find_version
 from core.errors import StudioError
-from tests.servers import use_moto
+from tests.servers import moto_bucket
 from tests.test_datasets import import_dataset, sidecar_folder
 
 BUCKET = "studio-datasets"
@@ -17,13 +17,7 @@ BUCKET = "studio-datasets"
 
 @pytest.fixture
 def s3(home: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    import boto3
-
-    use_moto(monkeypatch, moto_url)
-    client = boto3.client("s3")
-    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket=BUCKET)
-    return client
+    return moto_bucket(monkeypatch, moto_url, BUCKET)
 
 
 def test_push_resumes_and_records_the_uri(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -6,57 +6,17 @@ ends) lands every missed point, param, tag, image and artifact in the same run. 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.servers import free_port
+from tests.servers import free_port, mlflow_server
+from tests.servers import stop_server as stop
 
 pytestmark = pytest.mark.slow
-
-
-@contextmanager
-def mlflow_server(store: Path, port: int) -> Iterator[subprocess.Popen]:
-    """`mlflow server` on 127.0.0.1:port over a SQLite store and artifact folder in `store`."""
-    store.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-           "--artifacts-destination", (store / "artifacts").as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = open(store / f"server-{time.time_ns()}.log", "wb")  # noqa: SIM115  (closed below)
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield proc
-    finally:
-        stop(proc)
-        log.close()
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Kill the server and its workers (its own process group) at once, as a crash would."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 @pytest.fixture

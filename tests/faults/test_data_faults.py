@@ -19,9 +19,17 @@ from core.datasets import ingest, safety
 from core.datasets.draft import draft_dir, drafts_dir, load_draft
 from core.datasets.export import export_folder
 from core.datasets.ingest import import_dataset
-from core.datasets.versions import ManifestItem, check_name, list_versions, manifest_bytes, materialize, read_manifest, version_id
+from core.datasets.versions import (
+    ManifestItem,
+    check_name,
+    list_versions,
+    manifest_bytes,
+    materialize,
+    read_manifest,
+    version_id,
+)
 from core.errors import StudioError
-from tests.servers import use_moto
+from tests.servers import moto_bucket
 from tests.test_datasets import make_zip, png, sidecar_folder
 
 
@@ -39,14 +47,9 @@ BUCKET = "studio-store"
 @pytest.fixture
 def s3_store(home: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """The studio's object store in an S3 bucket (moto's server); returns the boto3 client."""
-    import boto3
-
     from core.settings import reset_settings
 
-    use_moto(monkeypatch, moto_url)
-    client = boto3.client("s3")
-    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket=BUCKET)
+    client = moto_bucket(monkeypatch, moto_url, BUCKET)
     monkeypatch.setenv("STUDIO_S3_BUCKET", BUCKET)
     reset_settings()
     yield client

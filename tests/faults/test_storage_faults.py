@@ -24,7 +24,7 @@ from core.datasets.push import push_version
 from core.datasets.versions import MANIFEST, list_versions, materialize, version_prefix
 from core.errors import StudioError
 from core.settings import get_settings, reset_settings
-from tests.servers import use_moto
+from tests.servers import moto_bucket
 from tests.test_datasets import sidecar_folder
 
 BUCKET = "studio-faults"
@@ -58,13 +58,7 @@ class Faults:
 
 @pytest.fixture
 def s3(home: Path, moto_url: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    import boto3
-
-    use_moto(monkeypatch, moto_url)
-    client = boto3.client("s3")
-    if BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket=BUCKET)
-    return client
+    return moto_bucket(monkeypatch, moto_url, BUCKET)
 
 
 def inject(monkeypatch: pytest.MonkeyPatch, faults: Faults) -> None:
