@@ -177,7 +177,7 @@ def launch_form() -> None:
         with user_errors():
             job = control.launch(config, backend=form.backend, processes=form.processes, sagemaker=form.sagemaker_options())
             st.session_state[WATCH] = job.id  # the Watch box follows the job just launched
-            st.success(f"Job {job.id} is {job.status}.", icon="🚀")
+            st.success(f"Launched job {job.id}: follow it under Jobs below.", icon="🚀")  # its status there stays live
 
 
 def queue_table() -> None:

@@ -67,6 +67,15 @@ def highlighted_cells_have_dark_text(png: bytes) -> tuple[bool, bool]:
     return True, dark > 0
 
 
+def open_tab(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Click a tab once a rerun's stale copy of the tab bar is gone (both answer to the name meanwhile)."""
+    from playwright.sync_api import expect
+
+    tab = page.get_by_role("tab", name=re.compile(name))
+    expect(tab).to_have_count(1, timeout=60_000)
+    tab.click()
+
+
 def test_the_journey(demo_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -115,14 +124,14 @@ def test_the_journey(demo_home: Path, tmp_path: Path, monkeypatch: pytest.Monkey
         page.get_by_role("button", name="📥 Import").click()
         expect(page.get_by_text("Imported 10 images")).to_be_visible(timeout=120_000)
         expect(page.get_by_text("2 quarantined")).to_be_visible()
-        page.get_by_role("tab", name=re.compile("Validation \\(2\\)")).click()
+        open_tab(page, "Validation \\(2\\)")
         expect(page.get_by_text("2 files could not be used")).to_be_visible(timeout=60_000)
         (v1,) = [v.version for v in list_versions("shapes")]
         page.wait_for_timeout(1000)
         screenshot(page, "datasets")
 
         # 3. Edit a caption in the Captions table, Save version: the export picker moves to it.
-        page.get_by_role("tab", name=re.compile("Captions")).click()
+        open_tab(page, "Captions")
         editor = page.locator('[data-testid="stTabPanel"]:visible [data-testid="stDataFrame"]').first
         expect(editor).to_be_visible(timeout=60_000)
         editor.scroll_into_view_if_needed()
@@ -145,7 +154,7 @@ def test_the_journey(demo_home: Path, tmp_path: Path, monkeypatch: pytest.Monkey
         page.get_by_role("button", name="💾 Save version").click()
         expect(unsaved).to_have_text("0", timeout=120_000)
         v2 = next(v.version for v in list_versions("shapes") if v.version != v1)
-        page.get_by_role("tab", name=re.compile("Versions")).click()
+        open_tab(page, "Versions")
         picker = page.get_by_role("combobox", name="Version to export or push")
         expect(picker).to_have_value(v2, timeout=60_000)
         expect(page.get_by_text(f"Train on it with shapes@{v2}")).to_be_visible()
@@ -207,7 +216,7 @@ def test_the_journey(demo_home: Path, tmp_path: Path, monkeypatch: pytest.Monkey
 
         # 6. Export the demo's run to ONNX from its Actions; the Export page shows the parity.
         page.goto(f"{url}/runs?run={a}", timeout=120_000)
-        page.get_by_role("tab", name=re.compile("Actions")).click()
+        open_tab(page, "Actions")
         page.get_by_role("button", name="📦 Export to ONNX").click()
         expect(page.get_by_text("Exported to ONNX and registered")).to_be_visible(timeout=TIMEOUT)
         (export,) = list_exports()
