@@ -87,7 +87,9 @@ def test_an_evaluation_job_stops_and_resumes(demo: str, trained_model: Path, dig
     wait_until(lambda: get_job(job.id).status in FINAL, timeout=120, what="the stopped evaluation to end")
     stopped = get_job(job.id)
     assert (stopped.status, stopped.exit_code, stopped.failure_reason) == ("stopped", -signal.SIGTERM, "Stopped by the user.")
-    assert not job_alive(stopped) and evaluate.result(job.id) is None
+    # The process records how it ended, then exits: its row can say "stopped" a moment before it is gone.
+    wait_until(lambda: not job_alive(get_job(job.id)), timeout=60, what="the stopped evaluation's process to exit")
+    assert evaluate.result(job.id) is None
 
     resumed = control.resume(job.id)
     assert (resumed.status, resumed.attempts) == ("starting", 2)

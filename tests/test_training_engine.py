@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+import types
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -83,12 +86,15 @@ def _rank(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_ddp_all_reduces_only_on_the_last_micro_step(tmp_path: Path) -> None:
+def test_ddp_all_reduces_only_on_the_last_micro_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two gloo ranks, two micro-batches each: one all-reduce per optimizer step (DDP `no_sync` on
     the first micro-step), and the gradients are those of all four micro-batches as one batch."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # Spawned ranks re-run the parent's __main__ unless it has no file: an AppTest earlier in this
+    # worker may have left its generated script there.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     mp.spawn(_rank, args=(port, str(tmp_path)), nprocs=2)
     want = full_batch_grads(batches(4))
     for rank in (0, 1):
