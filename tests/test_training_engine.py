@@ -3,6 +3,7 @@ on one process and across two real gloo ranks under DDP."""
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import sys
@@ -82,6 +83,9 @@ def _rank(rank: int, port: int, out: str) -> None:
         micro = batches(4)[rank * 2 : rank * 2 + 2]  # each rank's two micro-batches
         grads = micro_steps(e, micro)
         torch.save({"all_reduces": len(all_reduces), "grads": grads}, Path(out) / f"{rank}.pt")
+        dist.barrier()
+        del e, counting  # the reducer holds the Python hook; drop it before the group goes
+        gc.collect()
     finally:
         dist.destroy_process_group()
 

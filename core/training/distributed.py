@@ -53,6 +53,12 @@ class Dist:
         dist.all_reduce(t)
         return {k: float(v) / self.world for k, v in zip(values, t.tolist(), strict=True)}
 
+    def close(self) -> None:
+        """Leave the process group while the interpreter is whole: gloo's threads still holding work
+        at interpreter exit abort the process (SIGABRT) after a run that otherwise succeeded."""
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
 
 def init_distributed(device: str, need_env: bool = False) -> Dist:
     """Join torchrun's group (gloo on CPU, nccl on GPU). DeepSpeed needs the env even for one process."""

@@ -391,6 +391,7 @@ def resolve_data_dir(config: TrainConfig) -> Path:
 
 def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     lock = hold_checkpoints(config.checkpoints)  # before anything is written there; held to the end
+    d = None
     try:
         d = init_distributed(config.device, need_env=config.deepspeed is not None)
         resume_from = resolve_resume(config.checkpoints, resume)
@@ -398,5 +399,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         trainer = Trainer(config, d, data_dir, model_dir=resume_from / "model" if resume_from else None)
         return trainer.run(resume_from)
     finally:
+        if d is not None:
+            d.close()
         if lock is not None:
             lock.close()
