@@ -1,6 +1,10 @@
 # Diffusion Studio on a GPU host. Not built in this repository's CI (no Docker engine there);
-# kept correct by reading. Build: docker build -t diffusion-studio .
-# Run:   docker run --gpus all -p 8501:8501 -p 7860:7860 -v studio-data:/home/studio/studio-data diffusion-studio
+# kept correct by reading (tests/test_team_deploy.py reads compose.yaml and .dockerignore).
+# Build: docker build -t diffusion-studio .   (.dockerignore keeps .env, data and virtualenvs out)
+# Run:   docker run --gpus all -p 127.0.0.1:8501:8501 -p 127.0.0.1:7860:7860 -v studio-data:/home/studio/studio-data diffusion-studio
+# Team:  docker compose up -d --build   (compose.yaml: postgres, mlflow, api, studio; settings from .env)
+# Inside the container the servers listen on 0.0.0.0 (else nothing could reach them); publish the
+# ports on the host's loopback, as above, unless the team reaches the host over the network.
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \

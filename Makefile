@@ -1,20 +1,27 @@
-# The two commands: `make studio` (set up, then launch on embedded defaults) and `make test`.
+# The two commands: `make studio` (set up, then launch on embedded defaults) and `make test`;
+# `make team` starts the team stack on one machine.
 PYTHON ?= python3.11
 VENV := .venv
 PIP := $(VENV)/bin/pip
 TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
 
-.PHONY: studio test screenshots test-airflow install install-test system-deps bench lint clean
+.PHONY: studio team test screenshots test-airflow install install-test system-deps bench lint clean
 
 studio: install
 	$(VENV)/bin/streamlit run app/main.py
+
+# The team stack on one machine: PostgreSQL (Debian's `postgresql`, a cluster under STUDIO_HOME/team),
+# the MLflow server on it, the studio and its HTTP API; prints the URLs, Ctrl-C stops them all.
+# Options go in TEAM_ARGS, e.g. make team TEAM_ARGS="--host 0.0.0.0 --port 8502" (`studio team up -h`).
+team: install
+	$(VENV)/bin/studio team up $(TEAM_ARGS)
 
 test: install-test
 	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup tests
 
 # The README's screenshots, refreshed from the browser tests (a plain test run writes them to a temp folder).
 screenshots: install-test
-	STUDIO_SCREENSHOTS=1 $(VENV)/bin/python -m pytest -n 0 -m browser tests/test_home.py tests/test_datasets_browser.py tests/test_runs_browser.py tests/test_playground.py tests/test_journey.py
+	STUDIO_SCREENSHOTS=1 $(VENV)/bin/python -m pytest -n 0 -m browser tests/test_home.py tests/test_datasets_browser.py tests/test_runs_browser.py tests/test_playground.py tests/test_journey.py tests/test_sign_in.py
 
 # torch first (the pinned build: CPU here, CUDA on a GPU host), then everything else without build
 # isolation so DeepSpeed builds against that torch, with its CUDA ops compiled just in time

@@ -2,7 +2,8 @@
 
 `studio serve --port 8000` runs it; the Playground page starts the same app on
 STUDIO_PLAYGROUND_HOST (127.0.0.1). The OpenAPI spec is at /openapi.json, interactive docs at /docs.
-Every request must name an allowed host (`STUDIO_ALLOWED_HOSTS`) in its `Host` header, else 400.
+Every request must name an allowed host (`STUDIO_ALLOWED_HOSTS`) in its `Host` header, else 400;
+in team mode every route but /healthz also needs a bearer token, else 401.
 """
 
 from __future__ import annotations
@@ -18,21 +19,24 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Literal
-from urllib.parse import urlsplit
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs, urlsplit
 
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import PlainTextResponse, Response
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
 import core  # noqa: F401  (telemetry off before gradio and mlflow are imported)
+from core.access import NotAllowed, User, acting_as, require
 from core.errors import StudioError
 from core.inference.models import Backend, ModelEntry, generate, list_models
 from core.inference.schedulers import SchedulerName
 from core.inference.torch_backend import GenerateRequest, image_grid
 from core.settings import Settings, get_settings
+from core.tokens import authenticate, from_ticket
 
 PLAYGROUND_PATH = "/playground"
 WILDCARD_ADDRESSES = {"", "0.0.0.0", "::"}
@@ -93,6 +97,55 @@ class AllowedHostsMiddleware:
             await WebSocketClose(code=1008)(scope, receive, send)
         else:
             await PlainTextResponse("Invalid host header", status_code=400)(scope, receive, send)
+
+
+class BearerTokenMiddleware:
+    """Team mode: every route but /healthz needs `Authorization: Bearer <token>` (a live token from
+    the Account page or `studio token create`), else 401; the request then acts as the token's owner.
+    The playground, drawn in the Playground page's iframe, takes the ticket that page puts in its
+    URL instead, and keeps it as a cookie scoped to the playground for the requests that follow."""
+
+    OPEN_PATHS = ("/healthz",)
+    TICKET = "studio_ticket"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        scheme, _, token = (headers.get("authorization") or "").partition(" ")
+        user = authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        if user is None and scope["path"].startswith(PLAYGROUND_PATH):
+            user, send = self.playground_user(scope, headers, send)
+        if user is None:
+            if scope["type"] == "websocket":
+                await WebSocketClose(code=1008)(scope, receive, send)
+                return
+            message = {"detail": "Send a live API token as 'Authorization: Bearer <token>' (create one on the Account page)."}
+            await JSONResponse(message, status_code=401, headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+            return
+        with acting_as(user):
+            await self.app(scope, receive, send)
+
+    def playground_user(self, scope: Scope, headers: Headers, send: Send) -> tuple[User | None, Send]:
+        """The user of a playground ticket in the URL (then set as a cookie) or in the cookie."""
+        from_url = parse_qs(scope.get("query_string", b"").decode()).get(self.TICKET, [""])[0]
+        cookie = SimpleCookie(headers.get("cookie") or "").get(self.TICKET)
+        value = from_url or (cookie.value if cookie else "")
+        user = from_ticket(value) if value else None
+        if user is None or not from_url:
+            return user, send
+        set_cookie = f"{self.TICKET}={value}; Path={PLAYGROUND_PATH}; HttpOnly; SameSite=Lax"
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", set_cookie.encode())]}
+            await send(message)
+
+        return user, send_with_cookie
 
 
 class GenerationQueue:
@@ -178,6 +231,10 @@ def create_app(playground: bool = True, bind_host: str | None = None) -> FastAPI
     app = FastAPI(title="Diffusion Studio API", version="1", description="Text-to-image generation with your trained models.")
     queue = app.state.generation_queue = GenerationQueue(settings.api_queue_size)
 
+    @app.exception_handler(NotAllowed)
+    def not_allowed(_request: Request, exc: NotAllowed) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
         from core.inference.onnx_backend import providers
@@ -199,6 +256,7 @@ def create_app(playground: bool = True, bind_host: str | None = None) -> FastAPI
         },
     )
     def generate_images(body: ApiGenerateRequest) -> ApiGenerateResponse | Response:
+        require("generate")
         with queue.slot():
             return generate_one(body)
 
@@ -229,7 +287,9 @@ def create_app(playground: bool = True, bind_host: str | None = None) -> FastAPI
         from app.playground import CSS, THEME, build_playground
 
         app = gr.mount_gradio_app(app, build_playground(), path=PLAYGROUND_PATH, theme=THEME, css=CSS, ssr_mode=False)
-    # Outermost, so it guards the mounted playground too.
+    if settings.team_mode:
+        app.add_middleware(BearerTokenMiddleware)
+    # Outermost, so it guards the mounted playground too and a foreign host gets 400 before anything else.
     app.add_middleware(AllowedHostsMiddleware, hosts=allowed_hosts(settings, bind_host))
     return app
 

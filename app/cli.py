@@ -11,10 +11,10 @@ import argparse
 import sys
 
 import core  # noqa: F401  (telemetry off before anything else is imported)
-from app.commands import datasets, db, evaluate, export, pipeline, runs, training
+from app.commands import access, datasets, db, evaluate, export, pipeline, runs, team, training
 from core.errors import StudioError
 
-AREAS = (training, datasets, runs, export, pipeline, evaluate, db)
+AREAS = (training, datasets, runs, export, pipeline, evaluate, db, team, access)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,8 @@
-"""The Streamlit entry: `streamlit run app/main.py` (or `make studio`). It declares the pages."""
+"""The Streamlit entry: `streamlit run app/main.py` (or `make studio`). It declares the pages.
+
+In team mode (`STUDIO_TEAM_MODE`) nothing but the sign-in screen is drawn until the user signs in,
+and every page then runs as that user (`core.access.acting_as`), so `jobs/` and `core/` check their role.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,16 @@ import core  # noqa: F401  (telemetry off before streamlit's neighbours are impo
 import streamlit as st
 
 from app.navigation import menu
+from core.access import acting_as
+from core.settings import get_settings
 
 st.set_page_config(page_title="Diffusion Studio", page_icon="🎨", layout="wide")
-st.navigation(menu()).run()
+if not get_settings().team_mode:
+    st.navigation(menu()).run()
+else:
+    from app.auth import account_sidebar, signed_in_user
+
+    if (user := signed_in_user()) is not None:
+        account_sidebar(user)
+        with acting_as(user):
+            st.navigation(menu(user)).run()

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
+
+if TYPE_CHECKING:
+    from core.access import User
 
 
 @dataclass(frozen=True)
@@ -41,9 +45,15 @@ PIPELINES = StudioPage("pipelines", "Pipelines", "🔁")
 RUNS = StudioPage("runs", "Runs", "📈")
 EXPORT = StudioPage("export", "Export", "📦")
 PLAYGROUND = StudioPage("playground", "Playground", "🧪")
+ACCOUNT = StudioPage("account", "Account", "🔑")
+AUDIT = StudioPage("audit", "Audit log", "🧾")
 PAGES = (HOME, DATASETS, TRAIN, PIPELINES, RUNS, EXPORT, PLAYGROUND)  # in the menu's order
 
 
-def menu() -> list[StreamlitPage]:
-    """What the entry hands to `st.navigation`: every page, and the default page's twin at its own name."""
-    return [p.page() for p in PAGES] + [p.alias() for p in PAGES if p.default]
+def menu(user: User | None = None) -> list[StreamlitPage]:
+    """What the entry hands to `st.navigation`: every page, and the default page's twin at its own
+    name; in team mode (a signed-in `user`) also the Account page, and the audit log for admins."""
+    pages = list(PAGES)
+    if user is not None:
+        pages += [ACCOUNT, AUDIT] if user.role == "admin" else [ACCOUNT]
+    return [p.page() for p in pages] + [p.alias() for p in pages if p.default]

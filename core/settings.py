@@ -6,8 +6,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class LaunchLimit(BaseModel):
+    """What one user of a role may launch: instances per job, hours per job, jobs at once."""
+
+    instances: int = Field(ge=1)
+    hours: float = Field(gt=0)
+    jobs: int = Field(ge=1)
 
 
 class Settings(BaseSettings):
@@ -42,12 +50,36 @@ class Settings(BaseSettings):
     sagemaker_image_uri: str | None = Field(None, description="Training image; default the SageMaker PyTorch image.")
     sagemaker_framework_version: str = Field("2.8.0", description="PyTorch version of the default SageMaker image.")
     sagemaker_py_version: str = Field("py312", description="Python version of the default SageMaker image.")
+    mlflow_credentials_secret: str | None = Field(
+        None,
+        description="AWS Secrets Manager secret (name or ARN) with the MLflow credentials a SageMaker job reads at start, "
+        'as JSON {"username": ..., "password": ...} or {"token": ...}; the job gets only this name.',
+    )
+    webhooks: Annotated[list[str], NoDecode] = Field(
+        [], description="URLs (comma-separated) that get a POST when a job succeeds, fails or is stopped; Slack incoming-webhook URLs get Slack's shape."
+    )
+    team_mode: bool = Field(False, description="Sign-in (OpenID Connect, `[auth]` in .streamlit/secrets.toml), roles and API tokens are required.")
+    admins: Annotated[list[str], NoDecode] = Field([], description="Emails (comma-separated) that get the admin role in team mode.")
+    trainers: Annotated[list[str], NoDecode] = Field([], description="Emails (comma-separated) that get the trainer role in team mode.")
+    role_claim: str | None = Field(None, description="OpenID Connect claim whose value (viewer, trainer or admin) is the user's role; the lists above win.")
+    default_role: Literal["viewer", "trainer", "admin"] = Field("viewer", description="Role of a signed-in user named nowhere else.")
+    launch_limits: dict[str, LaunchLimit] = Field(
+        default_factory=lambda: {"trainer": LaunchLimit(instances=2, hours=24, jobs=2), "admin": LaunchLimit(instances=16, hours=168, jobs=8)},
+        description='Launch limits per role in team mode, as JSON: {"trainer": {"instances": 2, "hours": 24, "jobs": 2}, ...}.',
+    )
 
-    @field_validator("allowed_hosts", mode="before")
+    @field_validator("allowed_hosts", "admins", "trainers", mode="before")
     @classmethod
-    def _split_hosts(cls, value: object) -> object:
+    def _split_lower(cls, value: object) -> object:
         if isinstance(value, str):
             return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("webhooks", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
         return value
 
     @property

@@ -15,9 +15,9 @@ import fcntl
 from collections.abc import Iterator
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from core.db import Job, new_id, session_scope
+from core.db import Job, new_id, session_scope, utcnow
 from core.errors import StudioError
 from core.files import atomic_write_text
 from core.settings import get_settings
@@ -33,6 +33,7 @@ from jobs.records import (
     create_job,
     get_job,
     job_dir,
+    list_jobs,
     log_tail,
     next_queue_position,
     set_run_status,
@@ -40,6 +41,7 @@ from jobs.records import (
 )
 
 BACKEND = "local"
+LAUNCHER_DIED = "The studio process starting the job ended before the job's supervisor started; resume it to try again."
 
 
 @contextlib.contextmanager
@@ -91,15 +93,36 @@ def schedule() -> list[str]:
 
 
 def _settle() -> None:
-    for job, status in settle_vanished(BACKEND, "The job's supervisor process ended unexpectedly."):
+    """Under the scheduler lock: end the rows whose launcher or supervisor is gone."""
+    for job, status in [*_settle_unlaunched(), *settle_vanished(BACKEND, "The job's supervisor process ended unexpectedly.")]:
         set_run_status(job.mlflow_run_id, "KILLED" if status == "stopped" else "FAILED")
 
 
+def _settle_unlaunched() -> list[tuple[Job, str]]:
+    """End the rows a launcher left between "starting" and recording their supervisor: it was killed
+    in between (kill -9 of the studio), else the row would hold a slot, "starting" for ever.
+
+    A launcher holds the scheduler lock across that gap, and this runs under it, so a row without a
+    pid here has no launcher left. A supervisor it did spawn records itself on the row in one UPDATE
+    from the same state (jobs.supervise); this one only ends a row still without a pid, so exactly one
+    of the two wins, and a supervisor that loses exits before starting any training."""
+    settled = []
+    for job in list_jobs(limit=None, statuses=("starting", "stopping"), backend=BACKEND):
+        if job.pid is not None:
+            continue
+        status, reason = ("stopped", "Stopped by the user.") if job.status == "stopping" else ("failed", LAUNCHER_DIED)
+        with session_scope() as session:
+            unclaimed = update(Job).where(Job.id == job.id, Job.status == job.status, Job.pid.is_(None))
+            if session.execute(unclaimed.values(status=status, failure_reason=reason, finished_at=utcnow())).rowcount == 1:
+                settled.append((job, status))
+    return settled
+
+
 def refresh() -> None:
-    """Mark jobs whose supervisor vanished (machine reboot, kill -9 of the supervisor) as failed, and
-    retry sending MLflow what finished jobs could not (see `retry_leftovers`)."""
-    with _scheduler_lock():
-        _settle()
+    """Mark jobs whose supervisor (or launcher) vanished (machine reboot, kill -9) as failed and give
+    the slots they held to the queue, and retry sending MLflow what finished jobs could not (see
+    `retry_leftovers`)."""
+    schedule()  # settles first; a slot freed by a vanished supervisor must not wait for the next launch
     retry_leftovers()
 
 

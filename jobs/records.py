@@ -9,9 +9,11 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
+from core.access import current_user
 from core.db import Job, session_scope, utcnow
 from core.errors import StudioError
 from core.settings import get_settings
+from jobs import notify
 
 STATUSES = ("queued", "starting", "running", "stopping", "stopped", "succeeded", "failed")
 ACTIVE = ("queued", "starting", "running", "stopping")
@@ -38,7 +40,7 @@ def create_job(
             Job(
                 id=job_id, kind=kind, backend=backend, status=status, config=config, dataset=dataset, mlflow_run_id=mlflow_run_id,
                 region=region, log_path=str(folder / log_name), queue_position=next_queue_position() if queued else 0, attempts=0 if queued else 1,
-                pid=pid, pid_started=pid_started,
+                pid=pid, pid_started=pid_started, owner=current_user().name,
             )
         )
     return get_job(job_id)
@@ -81,11 +83,14 @@ def update_job(job_id: str, **fields: Any) -> Job:
             raise StudioError(f"The job {job_id!r} does not exist.")
         if fields.get("status") in RUNNING and job.started_at is None:
             job.started_at = utcnow()
+        ends = fields.get("status") in FINAL and job.status not in FINAL
         if fields.get("status") in FINAL:
             job.finished_at = utcnow()
         for key, value in fields.items():
             setattr(job, key, value)
-        return job
+    if ends:
+        notify.job_ended(job)
+    return job
 
 
 def transition(job_id: str, expected: tuple[str, ...], **fields: Any) -> bool:
@@ -100,7 +105,10 @@ def transition(job_id: str, expected: tuple[str, ...], **fields: Any) -> bool:
         fields["finished_at"] = utcnow()
     with session_scope() as session:
         result = session.execute(update(Job).where(Job.id == job_id, Job.status.in_(expected)).values(**fields))
-        return result.rowcount == 1
+        moved = result.rowcount == 1
+    if moved and fields.get("status") in FINAL and not set(expected) <= set(FINAL):
+        notify.job_ended(get_job(job_id))
+    return moved
 
 
 def move(job_id: str, offset: int) -> list[Job]:

@@ -21,11 +21,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.aws import aws_errors, client, credentialed_session, error_code, explain
+from core.aws import ACCESS_DENIED, aws_errors, client, credentialed_session, error_code, explain
 from core.db import Job, new_id
 from core.errors import StudioError
 from core.settings import get_settings
-from core.tracking import create_run
+from core.tracking import create_run, credentials
 from core.training.config import TrainConfig
 from core.training.logline import METRIC_REGEXES  # generated from the loop's log-line formatter
 from jobs.backend import TrainRequest
@@ -91,6 +91,13 @@ class CloudStatus:
     failure_reason: str | None = None
 
 
+# A job's environment is readable by anyone who may describe it: the credentials go by secret name only.
+NO_SECRET = (
+    "The MLflow server needs credentials and a SageMaker job never gets them in its environment; store them in "
+    f"AWS Secrets Manager as JSON {credentials.SECRET_FORMAT} and set STUDIO_MLFLOW_CREDENTIALS_SECRET to its name or ARN."
+)
+
+
 def preflight(launch: SageMakerLaunch) -> tuple[Any, str]:
     """Check credentials, bucket and role; return the boto3 session and the bucket. Uploads nothing."""
     from botocore.exceptions import BotoCoreError, ClientError
@@ -102,9 +109,14 @@ def preflight(launch: SageMakerLaunch) -> tuple[Any, str]:
         raise StudioError("SageMaker jobs need an IAM role; set STUDIO_SAGEMAKER_ROLE or give the role ARN in the form.")
     if not launch.role.startswith("arn:") or ":role/" not in launch.role:
         raise StudioError(f"The IAM role {launch.role!r} is not a role ARN (arn:aws:iam::<account>:role/<name>).")
+    needs_secret = tracking_reachable() and credentials.present(settings.mlflow_uri or "") and not (settings.mlflow_uri or "").startswith("arn:")
+    if needs_secret and not settings.mlflow_credentials_secret:
+        raise StudioError(NO_SECRET)
     session = credentialed_session()
     with aws_errors("S3", settings.s3_bucket):
         session.client("s3").head_bucket(Bucket=settings.s3_bucket)
+    if needs_secret:
+        _check_secret(session, settings.mlflow_credentials_secret or "")
     try:
         session.client("iam").get_role(RoleName=launch.role.rsplit("/", 1)[1])
     except ClientError as exc:
@@ -114,6 +126,21 @@ def preflight(launch: SageMakerLaunch) -> tuple[Any, str]:
     except BotoCoreError as exc:
         raise explain(exc, "IAM") from None
     return session, settings.s3_bucket
+
+
+def _check_secret(session: Any, name: str) -> None:
+    """The credentials' secret exists; a studio not allowed to look goes on (the job's role is what reads it)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        session.client("secretsmanager").describe_secret(SecretId=name)
+    except ClientError as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            raise StudioError(f"The secret {name!r} (STUDIO_MLFLOW_CREDENTIALS_SECRET) does not exist in Secrets Manager in {session.region_name}.") from None
+        if error_code(exc) not in ACCESS_DENIED:
+            raise explain(exc, "Secrets Manager") from None
+    except BotoCoreError as exc:
+        raise explain(exc, "Secrets Manager") from None
 
 
 def s3_uri(bucket: str, *parts: str) -> str:
@@ -182,10 +209,12 @@ def build_trainer(config: TrainConfig, launch: SageMakerLaunch, job_id: str, uri
     from sagemaker.train.distributed import Torchrun
 
     settings = get_settings()
-    environment = {"STUDIO_HOME": "/tmp/studio", "STUDIO_TORCH_THREADS": str(settings.torch_threads)}
+    environment = {"STUDIO_HOME": "/tmp/studio", "STUDIO_TORCH_THREADS": str(settings.torch_threads), "STUDIO_AWS_REGION": session.region_name}
     if tracking_reachable():
-        environment["STUDIO_MLFLOW_URI"] = settings.mlflow_uri or ""
+        environment["STUDIO_MLFLOW_URI"] = credentials.split_uri(settings.mlflow_uri or "")[0]  # never a user:password@
         environment["STUDIO_EXPERIMENT"] = settings.experiment
+        if settings.mlflow_credentials_secret:  # its name; the job reads it with its role (core/training/__main__.py)
+            environment["STUDIO_MLFLOW_CREDENTIALS_SECRET"] = settings.mlflow_credentials_secret
     tags = {"studio-job": job_id, **launch.tags}
     trainer = ModelTrainer(
         sagemaker_session=Session(boto_session=session, default_bucket=settings.s3_bucket, default_bucket_prefix=settings.s3_prefix.strip("/") or None, sagemaker_config=TELEMETRY_OFF),

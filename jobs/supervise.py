@@ -64,6 +64,9 @@ def kill_tree(pid: int) -> None:
 
 def failure_reason(log_path: Path, code: int) -> str:
     lines = log_path.read_text(errors="replace").splitlines() if log_path.is_file() else []
+    # Only this attempt's lines: the log keeps every attempt, and an earlier one's error is not why this one ended.
+    marks = [i for i, line in enumerate(lines) if line.startswith("--- attempt ")]
+    lines = lines[marks[-1] + 1 :] if marks else lines
     for line in reversed(lines):
         if line.startswith("error: "):
             return line.removeprefix("error: ")
@@ -97,8 +100,17 @@ def main(job_id: str) -> int:
     # Imported after the handler is in place: a stop may come while MLflow is still importing.
     import core  # noqa: F401
     from jobs.local import schedule
+    from jobs.processes import current
     from jobs.records import get_job, set_run_status, transition, update_job
 
+    # Record this process on the row before any training starts, in the UPDATE that makes it
+    # "running": a launcher killed before recording it leaves the row to `jobs.local._settle_unlaunched`,
+    # and of the two only one changes the row.
+    me = current()
+    if not transition(job_id, ("starting",), status="running", pid=me.pid, pid_started=me.started):
+        if not transition(job_id, ("stopping",), pid=me.pid, pid_started=me.started):
+            return 0  # the row was settled first (its launcher died before recording this process): not ours to run
+        stop_requested.set()  # a stop that came before this process was recorded had no pid to signal
     job = get_job(job_id)
     folder = Path(job.log_path).parent
     status_file = folder / "output" / "status.json"
@@ -113,7 +125,6 @@ def main(job_id: str) -> int:
         )
     if stop_requested.is_set():
         on_term()
-    transition(job_id, ("starting",), status="running")
     set_run_status(job.mlflow_run_id, "RUNNING")
 
     code = child.wait()

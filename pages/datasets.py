@@ -55,7 +55,8 @@ def progress_bar(text: str):  # type: ignore[no-untyped-def]
 def run_import(name: str, uploads: list) -> ImportReport:  # type: ignore[type-arg]
     report_progress = progress_bar("Uploading…")
     if len(uploads) == 1 and uploads[0].name.lower().endswith(".zip"):
-        with tempfile.TemporaryDirectory() as tmp:
+        get_settings().cache_dir.mkdir(parents=True, exist_ok=True)  # under STUDIO_HOME: team mode reads nothing else
+        with tempfile.TemporaryDirectory(dir=get_settings().cache_dir) as tmp:
             archive = Path(tmp) / "upload.zip"
             archive.write_bytes(uploads[0].getvalue())
             return import_dataset(name, zip_path=archive, progress=report_progress)

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import navigation
 from app.widgets import loss_chart, status_label, user_errors
+from core.access import require
 from core.datasets.demo import ensure_demo_dataset
 from core.datasets.versions import list_datasets, list_versions
 from core.tracking.runs import recent_runs
@@ -28,6 +29,7 @@ def newest_loss(rows: list[dict]) -> float | None:
 
 
 def start_demo(quick: bool) -> None:
+    require("launch")  # before the dataset is prepared: a viewer hears why at once
     bar = st.progress(0.0, text="Preparing the demo dataset (1,797 handwritten digits)…")
     ref = ensure_demo_dataset(progress=lambda f, text: bar.progress(f, text=text))
     bar.progress(1.0, text=f"Dataset {ref} ready; starting training…")

@@ -7,6 +7,7 @@ from urllib.parse import urlencode, urlsplit
 import streamlit as st
 
 from app.widgets import user_errors
+from core.access import current_user
 from core.settings import get_settings
 
 IFRAME_HEIGHT = 980
@@ -41,5 +42,10 @@ def render() -> None:
             )
         # `?model=<run or export id>` preselects that model (the Runs page's "Open in Playground").
         query = urlencode({"__theme": "dark", **({"model": st.query_params["model"]} if "model" in st.query_params else {})})
+        if settings.team_mode:  # the iframe is another origin: it signs in with a ticket for this user
+            from app.api import BearerTokenMiddleware
+            from core.tokens import ticket
+
+            query += "&" + urlencode({BearerTokenMiddleware.TICKET: ticket(current_user())})
         st.iframe(f"{url}{PLAYGROUND_PATH}/?{query}", height=IFRAME_HEIGHT)
         st.caption(f"Also at {url}{PLAYGROUND_PATH}/ · HTTP API at {url}/docs (`POST /v1/generate`, `GET /v1/models`).")

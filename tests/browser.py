@@ -6,12 +6,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from jobs.team_stack import wait_http
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,23 +29,18 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def studio_server(home: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`streamlit run app/main.py` on a free port with STUDIO_HOME=home; yields its base URL."""
-    port = free_port()
+def studio_server(home: Path, env: dict[str, str] | None = None, port: int | None = None, args: tuple[str, ...] = ()) -> Iterator[str]:
+    """`streamlit run app/main.py [args]` on `port` (default a free one) with STUDIO_HOME=home; yields its base URL."""
+    port = port or free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port)],
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), *args],
         cwd=REPO,
         env={**os.environ, "STUDIO_HOME": str(home), **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+        wait_http(server, "the studio", f"http://127.0.0.1:{port}/_stcore/health", timeout=120)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()

@@ -216,43 +216,39 @@ if importlib.util.find_spec("airflow") is None:
     collect_ignore = ["airflow"]
 
 
-# A throwaway PostgreSQL cluster (Debian's postgresql 15), one per test session and worker. The
-# server refuses to run as root, so as root (CI) it runs as `nobody` in a folder nobody owns.
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
+# A throwaway PostgreSQL cluster (Debian's postgresql), one per test session and worker, started
+# as `studio team up` starts its own (jobs/team_stack.py): as root (CI) it runs as `nobody`, in a
+# folder nobody owns.
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """The URL of a fresh cluster's `postgres` database (trust auth on 127.0.0.1)."""
     import shutil
-    import socket
 
-    if not (PG_BIN / "initdb").is_file() or not (PG_BIN / "pg_ctl").is_file():
-        pytest.skip(f"PostgreSQL's server binaries are not in {PG_BIN} (Debian package `postgresql`, `make system-deps`).")
+    from core.errors import StudioError
+    from jobs import team_stack
+    from tests.servers import free_port
+
+    try:
+        team_stack.pg_bin()
+    except StudioError as exc:
+        pytest.skip(str(exc))
     folder = Path(tempfile.mkdtemp(prefix="studio-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        os.chmod(folder, 0o755)
-        shutil.chown(folder, "nobody", "nogroup")
-        as_user = ["runuser", "-u", "nobody", "--"]
-    data, log = folder / "data", folder / "server.log"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
-    def pg(*args: str) -> None:
-        subprocess.run([*as_user, *args], check=True, capture_output=True, cwd=folder, timeout=120)
-
-    pg(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-    options = f"-k {folder} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    os.chmod(folder, 0o755)
+    data, port = folder / "data", free_port()
+    log = open(folder / "server.log", "wb")  # noqa: SIM115  (closed below)
+    server = None
     try:
-        pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
-    except subprocess.CalledProcessError as exc:
-        raise AssertionError(f"PostgreSQL did not start: {exc.stderr.decode()}\n{log.read_text() if log.exists() else ''}") from exc
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        team_stack.init_cluster(data, fast=True)
+        server = team_stack.start_postgres(data, port, log, socket_dir=data, fast=True)
+        try:
+            team_stack.wait_postgres(server, port, timeout=120)
+        except StudioError as exc:
+            raise AssertionError(f"PostgreSQL did not start: {exc}\n{(folder / 'server.log').read_text()}") from exc
+        yield team_stack.postgres_url(port)
     finally:
-        subprocess.run([*as_user, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True, cwd=folder, timeout=120)
+        if server is not None:
+            team_stack.stop_postgres(server, immediate=True)
+        log.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -7,9 +7,7 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,29 +67,28 @@ def mlflow_server(
     backend_store_uri: str | None = None,
     artifacts_destination: str | None = None,
     env: dict[str, str] | None = None,
+    app_name: str | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """`mlflow server` on 127.0.0.1:port, proxying artifacts; by default over a SQLite store and an
-    artifact folder in `store` (which also holds its log). Waits on /health (20–45 s here)."""
+    """`mlflow server` on 127.0.0.1:port, proxying artifacts, started as `studio team up` starts it
+    (jobs/team_stack.py); by default over a SQLite store and an artifact folder in `store` (which
+    also holds its log). Waits on /health (20–45 s here)."""
+    from core.errors import StudioError
+    from jobs.team_stack import mlflow_command, mlflow_env, wait_http
+
     store.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "mlflow", "server",
-           "--backend-store-uri", backend_store_uri or f"sqlite:///{store / 'mlflow.db'}",
-           "--artifacts-destination", artifacts_destination or (store / "artifacts").as_uri(),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
+    cmd = mlflow_command(
+        backend_store_uri or f"sqlite:///{store / 'mlflow.db'}",
+        artifacts_destination or (store / "artifacts").as_uri(),
+        "127.0.0.1",
+        port,
+    ) + (["--app-name", app_name] if app_name else [])
     log = open(store / f"server-{time.time_ns()}.log", "wb")  # noqa: SIM115  (closed below)
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=mlflow_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not start: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.5)
+        try:
+            wait_http(proc, "mlflow server", f"http://127.0.0.1:{port}/health", timeout=180)
+        except StudioError as exc:
+            raise AssertionError(f"mlflow server did not start ({exc}): {Path(log.name).read_text()[-2000:]}") from None
         yield proc
     finally:
         stop_server(proc)

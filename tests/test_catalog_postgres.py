@@ -100,10 +100,12 @@ def test_the_pipeline_claim(catalog: str, tmp_path: Path) -> None:
 
 
 def test_a_catalog_made_before_migrations_upgrades_in_place_keeping_every_row(catalog: str) -> None:
-    from core.db import Base, Dataset, DatasetVersion, Export, Job, Pipeline, PipelineStep, get_engine, head_revision, session_scope, utcnow
+    from core.db import Dataset, DatasetVersion, Export, Job, Pipeline, PipelineStep, get_engine, head_revision, session_scope, utcnow
 
-    old = create_engine(catalog)  # the previous release: create_all, no studio_schema_version
-    Base.metadata.create_all(old)
+    from core.migrations.baseline import metadata as before_alembic
+
+    old = create_engine(catalog)  # the release before Alembic: create_all, no studio_schema_version
+    before_alembic.create_all(old)
     with old.begin() as conn:
         now = utcnow()
         conn.execute(Dataset.__table__.insert(), [{"id": "d1", "name": "cats", "description": "old", "created_at": now}])

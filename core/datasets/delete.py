@@ -19,6 +19,8 @@ from typing import Literal
 from pydantic import BaseModel
 from sqlalchemy import delete, select
 
+from core import audit
+from core.access import require
 from core.datasets.draft import draft_dir
 from core.datasets.versions import check_name, list_versions, version_prefix
 from core.db import Dataset, DatasetVersion, Job, session_scope
@@ -122,6 +124,7 @@ def plan_deletion(ref: str) -> Deletion:
 
 def delete_dataset(ref: str) -> Deletion:
     """Delete `name` or `name@version` as `plan_deletion` describes it; return the plan carried out."""
+    require("delete")
     plan = plan_deletion(ref)
     store = get_store()
     hidden: list[tuple[Path, Path]] = []  # (trash folder, where it was), local store only
@@ -155,4 +158,5 @@ def delete_dataset(ref: str) -> Deletion:
         (settings.cache_dir / "exports" / f"{plan.name}-{version}.zip").unlink(missing_ok=True)
     if plan.whole:
         shutil.rmtree(draft_dir(plan.name), ignore_errors=True)
+    audit.record("dataset.delete", ref, versions=plan.remove)
     return plan

@@ -22,6 +22,7 @@ from typing import Literal
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from core.access import require
 from core.datasets.versions import (
     NewItem,
     check_name,
@@ -151,6 +152,7 @@ def new_draft_folder(name: str) -> Iterator[Path]:
 
 
 def save_draft(draft: Draft, folder: Path | None = None) -> None:
+    require("import")  # every curation edit ends here
     folder = folder or draft_dir(draft.name)
     draft.history = draft.history[-HISTORY_LIMIT:]
     atomic_write_text(folder / DRAFT_FILE, draft.model_dump_json())

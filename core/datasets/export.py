@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from core.access import server_path
 from core.datasets.versions import ManifestItem, materialize, read_manifest, resolve
 from core.errors import StudioError
 from core.files import atomic_path, staged_folder
@@ -56,6 +57,7 @@ def export_zip(ref: str, dest: Path, progress: Callable[[float, str], None] | No
 
 def export_folder(ref: str, dest: Path) -> Path:
     """Write the version as an imagefolder folder; `dest` must not exist yet."""
+    dest = server_path(dest)
     name, version = resolve(ref)
     if dest.exists():
         raise StudioError(f"{dest} already exists; choose a new folder for the export.")

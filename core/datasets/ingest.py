@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
 
+from core.access import require, server_path
 from core.datasets import safety
 from core.datasets.draft import (
     Draft,
@@ -328,6 +329,8 @@ def import_dataset(
     progress: Progress | None = None,
 ) -> ImportReport:
     """Import a zip, a folder or uploaded files as the new dataset `name` and save its first version."""
+    require("import")
+    zip_path, folder = (server_path(p) if p is not None else None for p in (zip_path, folder))
     check_name(name)
     if sum(x is not None for x in (zip_path, folder, uploads)) != 1:
         raise StudioError("Import one thing at a time: a zip, a folder or uploaded files.")

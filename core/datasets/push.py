@@ -1,8 +1,9 @@
 """Push a dataset version to S3 under `<STUDIO_S3_PREFIX>/datasets/<name>/<version>/`.
 
-Uploads go through boto3's managed transfer (multipart for large files, SHA-256 checksums checked
-by S3). Objects already there with the same size are skipped: image keys are content-addressed, so
-an interrupted push simply resumes. The manifest goes last, so its presence means the push is whole.
+Uploads go through `core.storage.upload`: each image with the sha256 its manifest entry names,
+which S3 checks before it stores the object (multipart for large files, each part checked). Objects
+already there with the same size are skipped: image keys are content-addressed, so an interrupted
+push simply resumes. The manifest goes last, so its presence means the push is whole.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from pathlib import Path
 from pydantic import BaseModel
 from sqlalchemy import update
 
+from core import audit
+from core.access import require
 from core.aws import aws_errors, client, credentialed_session
 from core.datasets.versions import MANIFEST, find_version, materialize, read_manifest, resolve, version_prefix
 from core.db import DatasetVersion, session_scope
 from core.errors import StudioError
 from core.settings import get_settings
+from core.storage import upload
 
 
 class PushResult(BaseModel):
@@ -34,8 +38,7 @@ def push_version(
     prefix: str | None = None,
     progress: Callable[[float, str], None] | None = None,
 ) -> PushResult:
-    from boto3.s3.transfer import TransferConfig
-
+    require("push")
     settings = get_settings()
     bucket = bucket or settings.s3_bucket
     if not bucket:
@@ -45,11 +48,11 @@ def push_version(
     base = version_prefix(name, version)
     root = f"{prefix}/{base}" if prefix else base
     source = materialize(name, version)
-    files = sorted({item.file for item in read_manifest(name, version)}) + [MANIFEST]
+    shas = {item.file: item.sha256 for item in read_manifest(name, version)}
+    files = sorted(shas) + [MANIFEST]
     sizes = {f: (source / f).stat().st_size for f in files}
     total = sum(sizes.values()) or 1
     s3 = client("s3", from_session=credentialed_session())
-    config = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
     done = 0
     lock = threading.Lock()
 
@@ -72,13 +75,12 @@ def push_version(
                 skipped += 1
                 advance(sizes[file])
                 continue
-            s3.upload_file(
-                str(Path(source) / file), bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=config, Callback=advance
-            )
+            upload(s3, bucket, key, Path(source) / file, shas.get(file), advance)
             uploaded += 1
             sent += sizes[file]
     uri = f"s3://{bucket}/{root}/"
     row = find_version(name, version)
     with session_scope() as session:
         session.execute(update(DatasetVersion).where(DatasetVersion.id == row.id).values(s3_uri=uri))
+    audit.record("dataset.push", ref, uri=uri)
     return PushResult(uri=uri, uploaded=uploaded, skipped=skipped, bytes_uploaded=sent)

@@ -25,6 +25,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from core import audit
+from core.access import require
 from core.db import Dataset, DatasetVersion, session_scope
 from core.errors import StudioError
 from core.files import atomic_write_bytes, staged_folder
@@ -110,6 +112,7 @@ def write_version(
     progress: Callable[[float, str], None] | None = None,
 ) -> str:
     """Store the images and the manifest, record the version in the catalog; return the version id."""
+    require("import")  # every new version ends here: imports, curation, the built-in datasets
     check_name(name)
     if not items:
         raise StudioError("A dataset version needs at least one valid image.")
@@ -139,9 +142,10 @@ def write_version(
         if isinstance(store, LocalStore):
             build_local(store.path(prefix), files, manifest, progress)
         else:
+            shas = {entry.file: entry.sha256 for entry in manifest_items}
             for i, (file, data) in enumerate(files.items()):
-                if isinstance(data, Path):
-                    store.put_file(f"{prefix}/{file}", data)
+                if isinstance(data, Path):  # S3 checks it against the hash the manifest holds
+                    store.put_file(f"{prefix}/{file}", data, shas[file])
                 else:
                     store.put_bytes(f"{prefix}/{file}", data)
                 if progress and (i % 50 == 0 or i == len(files) - 1):
@@ -167,6 +171,7 @@ def write_version(
         if find_version(name, version) is None:  # not when a concurrent save of the same content won
             store.delete_prefix(prefix)
         raise
+    audit.record("dataset.version", f"{name}@{version}", items=len(manifest_items), parent=parent, note=note)
     return version
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from core import audit
+from core.access import require, server_path
 from core.db import Export, new_id, session_scope
 from core.errors import StudioError
 from core.export.graphs import PARTS, export_graphs
@@ -57,11 +59,14 @@ def log_to_mlflow(folder: Path, report: ParityReport, run_id: str | None, label:
 
 def export_model(ref: str, out: Path | None = None, fp16: bool = False, name: str | None = None, progress: Progress | None = None) -> Export:
     """Export the model of run id or folder `ref` into `out` (default: STUDIO_HOME/exports/<id>)."""
+    require("export")
     step = progress or (lambda _f, _t: None)
     if fp16 and not cuda_works():
         raise StudioError("An fp16 export is for the CUDA execution provider, and ONNX Runtime finds no GPU here.")
     export_id = new_id()
-    out = (out or get_settings().home.resolve() / "exports" / export_id).resolve()
+    out = server_path(out or get_settings().home.resolve() / "exports" / export_id)
+    if Path(ref).expanduser().is_dir():
+        server_path(ref)
     if out.exists() and any(out.iterdir()):
         raise StudioError(f"The export folder {out} already exists and is not empty.")
     step(0.02, "Loading the model…")
@@ -106,6 +111,7 @@ def export_model(ref: str, out: Path | None = None, fp16: bool = False, name: st
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
+    audit.record("model.export", export_id, source=ref, registered=f"{model} v{version}")
     step(1.0, f"Exported to {out}.")
     return record
 

@@ -2,6 +2,7 @@
 model registry. Nothing outside this package talks to the MLflow client.
 
     connection  the store and experiment (`get_tracking`), created once
+    credentials MLflow's username and password or token: passed on, never shown
     writes      what a training, an evaluation or an export writes to a run
     outbox      what could not be written yet, kept beside metrics.jsonl and delivered later
     runs        run queries for the Runs page and `studio runs`: list, filter, resolve, detail

@@ -11,6 +11,8 @@ import re
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from core import audit
+from core.access import require
 from core.errors import StudioError
 from core.tracking.artifacts import MODEL, has_model
 from core.tracking.connection import get_tracking
@@ -41,11 +43,13 @@ def check_alias(alias: str) -> str:
 
 def set_alias(name: str, alias: str, version: int | str) -> None:
     """Point `models:/<name>@<alias>` at the version."""
+    require("promote")
     get_tracking().client.set_registered_model_alias(name, check_alias(alias), str(version))
 
 
 def promote(run_id: str, model_name: str, alias: str = "champion") -> int:
     """Register the run's `model` folder as a new version of `model_name` and point `alias` at it."""
+    require("promote")
     name = model_name.strip()
     if not SAFE_KEY.match(name):
         raise StudioError("A registered model name may hold only letters, digits, '_', '-', '.', '/' and spaces.")
@@ -55,6 +59,7 @@ def promote(run_id: str, model_name: str, alias: str = "champion") -> int:
         raise StudioError(f"The run {run_id} has no trained model to promote yet (no 'model' artifact).")
     version = register_version(name, run_id, MODEL, TRAINED, tags={"dataset": run.data.tags.get("dataset", "")})
     set_alias(name, alias, version)
+    audit.record("model.promote", run_id, model=name, alias=alias, version=version)
     return version
 
 

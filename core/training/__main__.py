@@ -3,7 +3,8 @@
 The one entry point for local jobs, torchrun and SageMaker containers. Inside SageMaker it reads
 the data channel (`SM_CHANNEL_TRAINING`), writes the model to `SM_MODEL_DIR`, keeps checkpoints in
 `/opt/ml/checkpoints` (synced to S3, so a spot interruption resumes) and takes hyperparameters
-given as `--key value` (dotted keys, e.g. `--unet.steps 500`).
+given as `--key value` (dotted keys, e.g. `--unet.steps 500`). MLflow's credentials come from the
+environment, or from the Secrets Manager secret STUDIO_MLFLOW_CREDENTIALS_SECRET names (read first).
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(get_settings().torch_threads)
     try:
+        if get_settings().mlflow_credentials_secret:  # a SageMaker job: MLflow's credentials by name only
+            from core.tracking.credentials import load_secret
+
+            load_secret(get_settings().mlflow_credentials_secret)
         config = load_config(args.config, [*sagemaker_overrides(extra), *args.set])
         resume = args.resume or ("latest" if config.checkpoint_dir == SM_CHECKPOINTS else None)
         result = train(config, resume)
