@@ -5,22 +5,40 @@ from __future__ import annotations
 
 import streamlit as st
 from streamlit.errors import StreamlitAuthError
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from core.access import User, role_for
+from core.access import NotAllowed, User, role_for
 
 SETUP = "Team mode needs sign-in set up: add an [auth] section to .streamlit/secrets.toml (see the README's team section)."
+
+
+def _claims_user() -> User | None:
+    """The user the browser's session signed in as (None: nobody, or no usable email)."""
+    if not st.user.is_logged_in:
+        return None
+    claims = st.user.to_dict()
+    email = str(claims.get("email") or claims.get("sub") or "").strip().lower()
+    return User(email, role_for(email, claims)) if email else None
+
+
+def session_user() -> User | None:
+    """`core.access`'s resolver in team mode: the signed-in user of the script run (or fragment
+    rerun) on this thread; None off Streamlit's script threads (the API sets its own)."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return None
+    user = _claims_user()
+    if user is None:
+        raise NotAllowed("Sign in first.")
+    return user
 
 
 def signed_in_user() -> User | None:
     """The signed-in user, or None after drawing the sign-in screen."""
     if st.user.is_logged_in:
-        claims = st.user.to_dict()
-        email = str(claims.get("email") or claims.get("sub") or "")
-        if not email:
+        if (user := _claims_user()) is None:
             st.error("The sign-in provider sent no email or subject for this account; ask an admin to check its claims.")
             st.button("Sign out", on_click=st.logout)
-            return None
-        return User(email.strip().lower(), role_for(email, claims))
+        return user
     st.title("Diffusion Studio")
     st.write("This studio is shared by a team: sign in to see its datasets, runs and models.")
     if st.button("Sign in", type="primary"):

@@ -1,17 +1,18 @@
 """Who is acting, and what their role lets them do.
 
-Embedded mode (a laptop) has one user, the local admin. In team mode the Streamlit entry sets the
-signed-in user and the HTTP API the token's owner, for the length of one script run or request
-(`acting_as`); the functions in `jobs/` and `core/` that change something call `require`, so a
-refusal holds whatever calls them, not only where a button is hidden. The `studio` CLI runs on the
-server with the server's files and credentials, so it acts as the local admin.
+Embedded mode (a laptop) has one user, the local admin. In team mode the HTTP API acts as the
+token's owner for one request (`acting_as`), and the Streamlit entry registers a resolver that
+names the signed-in user of whichever script run asks, fragment reruns included (`resolve_with`).
+The functions in `jobs/` and `core/` that change something call `require`, so a refusal holds
+whatever calls them, not only where a button is hidden. The `studio` CLI runs on the server with
+the server's files and credentials, so it acts as the local admin.
 """
 
 from __future__ import annotations
 
 import contextlib
 import getpass
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ class User:
 
 LOCAL = User(getpass.getuser() or "local", "admin")
 _acting: ContextVar[User | None] = ContextVar("acting_user", default=None)
+_resolver: Callable[[], User | None] | None = None
 
 
 def role_for(email: str, claims: dict | None = None) -> Role:
@@ -83,8 +85,19 @@ def acting_as(user: User) -> Iterator[User]:
         _acting.reset(token)
 
 
+def resolve_with(resolver: Callable[[], User | None]) -> None:
+    """Where to find the acting user when no `acting_as` is in force: the UI's session (it returns
+    None outside a session's thread, or raises NotAllowed for a session nobody signed in to)."""
+    global _resolver
+    _resolver = resolver
+
+
+def _acting_user() -> User | None:
+    return _acting.get() or (_resolver() if _resolver is not None else None)
+
+
 def current_user() -> User:
-    return _acting.get() or LOCAL
+    return _acting_user() or LOCAL
 
 
 def require(action: str) -> User:
@@ -102,7 +115,7 @@ def server_path(path: Path | str) -> Path:
     signed-in user (the pages, the API) is kept to STUDIO_HOME; the CLI, run on the server, is not."""
     resolved = Path(path).expanduser().resolve()
     home = get_settings().home.resolve()
-    if get_settings().team_mode and _acting.get() is not None and not resolved.is_relative_to(home):
+    if get_settings().team_mode and _acting_user() is not None and not resolved.is_relative_to(home):
         raise NotAllowed(f"In team mode the studio reads and writes server folders only under {home}; upload or download instead.")
     return resolved
 

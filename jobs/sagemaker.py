@@ -114,11 +114,11 @@ def preflight(launch: SageMakerLaunch) -> tuple[Any, str]:
         raise StudioError(NO_SECRET)
     session = credentialed_session()
     with aws_errors("S3", settings.s3_bucket):
-        session.client("s3").head_bucket(Bucket=settings.s3_bucket)
+        client("s3", from_session=session).head_bucket(Bucket=settings.s3_bucket)
     if needs_secret:
         _check_secret(session, settings.mlflow_credentials_secret or "")
     try:
-        session.client("iam").get_role(RoleName=launch.role.rsplit("/", 1)[1])
+        client("iam", from_session=session).get_role(RoleName=launch.role.rsplit("/", 1)[1])
     except ClientError as exc:
         if error_code(exc) == "NoSuchEntity":
             raise StudioError(f"The IAM role {launch.role} does not exist in this account.") from None
@@ -133,7 +133,7 @@ def _check_secret(session: Any, name: str) -> None:
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        session.client("secretsmanager").describe_secret(SecretId=name)
+        client("secretsmanager", from_session=session).describe_secret(SecretId=name)
     except ClientError as exc:
         if error_code(exc) == "ResourceNotFoundException":
             raise StudioError(f"The secret {name!r} (STUDIO_MLFLOW_CREDENTIALS_SECRET) does not exist in Secrets Manager in {session.region_name}.") from None

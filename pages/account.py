@@ -52,13 +52,14 @@ def tokens_section() -> None:
             st.success(f"Token **{info.name}** made. Copy it now: it is shown only this once.")
             st.code(token, language=None)
     with user_errors():
-        mine = tokens.list_tokens()
+        everyone = current_user().role == "admin"  # an admin sees and revokes the whole team's tokens
+        mine = tokens.list_tokens(everyone=everyone)
         if not mine:
-            st.info("You have no API tokens yet.")
+            st.info("No API tokens yet." if everyone else "You have no API tokens yet.")
             return
-        table = pd.DataFrame([{"name": t.name, "created": t.created_at, "last used": t.last_used_at, "revoked": t.revoked_at} for t in mine])
-        st.dataframe(table, hide_index=True, width="stretch")
-        live = {f"{t.name} ({t.id[:8]})": t.id for t in mine if t.revoked_at is None}
+        rows = [{"owner": t.owner, "name": t.name, "created": t.created_at, "last used": t.last_used_at, "revoked": t.revoked_at} for t in mine]
+        st.dataframe(pd.DataFrame(rows).drop(columns=[] if everyone else ["owner"]), hide_index=True, width="stretch")
+        live = {f"{t.name} · {t.owner} ({t.id[:8]})" if everyone else f"{t.name} ({t.id[:8]})": t.id for t in mine if t.revoked_at is None}
         if live:
             choice = st.selectbox("Token to revoke", list(live))
             if st.button("Revoke"):

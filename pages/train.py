@@ -12,6 +12,7 @@ from app.train_form import TrainForm
 from app.widgets import loss_chart, status_label, user_errors, user_log
 from core.datasets.versions import list_datasets, list_versions
 from core.errors import StudioError
+from core.settings import get_settings
 from core.training.recipes import RECIPES
 from core.training.recipes import DESCRIPTIONS as RECIPE_DESCRIPTIONS
 from jobs import control
@@ -249,7 +250,8 @@ def live_view(job_id: str) -> None:
         job = get_job(job_id)
         progress = job_progress(job)
         head, stop_col, resume_col = st.columns([6, 1, 1])
-        head.markdown(f"**{status_label(job.status)}** · job `{job.id}` · {job.backend} · attempt {job.attempts} · MLflow run `{job.mlflow_run_id}`")
+        by = f" · launched by {job.owner}" if job.owner and get_settings().team_mode else ""
+        head.markdown(f"**{status_label(job.status)}** · job `{job.id}` · {job.backend} · attempt {job.attempts} · MLflow run `{job.mlflow_run_id}`{by}")
         if job.failure_reason:
             st.warning(job.failure_reason, icon="⚠️")
         if stop_col.button("⏹ Stop", key=f"train.stop.{job.id}", disabled=job.status not in ACTIVE):

@@ -231,3 +231,22 @@ def test_the_grace_kill_takes_the_trainers_whole_tree() -> None:
     kill_tree(launcher.pid)
     assert launcher.wait(timeout=60) == -9
     wait_until(lambda: not alive(worker), timeout=60, what="the launcher's worker (its own session) to be killed too")
+
+
+def test_every_client_the_sagemaker_preflight_makes_retries_in_standard_mode(aws: str, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    import boto3
+
+    from jobs.sagemaker import SageMakerLaunch, preflight
+
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    made: list[tuple[str, object]] = []
+    real = boto3.Session.client
+
+    def recording(self, service, *args, **kwargs):  # type: ignore[no-untyped-def]
+        made.append((service, kwargs.get("config")))
+        return real(self, service, *args, **kwargs)
+
+    monkeypatch.setattr(boto3.Session, "client", recording)
+    preflight(SageMakerLaunch(**launch_options()))
+    assert {service for service, _ in made} >= {"s3", "iam"}
+    assert all(config is not None and config.retries["mode"] == "standard" for _, config in made), made
