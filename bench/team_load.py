@@ -171,6 +171,7 @@ def main() -> None:
     from tests.servers import free_port
 
     home = Path(tempfile.mkdtemp(prefix="team-load-"))
+    home.chmod(0o755)  # PostgreSQL runs as `nobody` when this runs as root
     options = TeamOptions(home=home, studio_port=free_port(), api_port=free_port(), playground_port=free_port(), mlflow_port=free_port(), postgres_port=free_port())
     stack = TeamStack(options, say=lambda line: print(line, file=sys.stderr))
     try:
