@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from core.db import Job, new_id
 from core.errors import StudioError
 from core.evaluation.request import EvalRequest
-from jobs.processes import REPO, settle_vanished, start_job_process, terminate
+from jobs.processes import REPO, current, settle_vanished, start_job_process, terminate
 from jobs.records import FINAL, RUNNING, create_job, get_job, job_dir, list_jobs, log_tail, transition, update_job
 
 if TYPE_CHECKING:
@@ -41,7 +41,13 @@ def submit(request: EvalRequest) -> Job:
     except StudioError:
         raise StudioError(f"{request.model!r} is not an MLflow run id.") from None
     job_id = new_id()
-    create_job(job_id, "eval", BACKEND, request.model_dump(mode="json"), "eval.log", status="starting", dataset=request.dataset, mlflow_run_id=request.model)
+    # The row holds this (submitting) process until the evaluation's own replaces it, so a studio
+    # killed in between leaves a row that `refresh` ends, not one "starting" for ever.
+    submitter = current()
+    create_job(
+        job_id, "eval", BACKEND, request.model_dump(mode="json"), "eval.log", status="starting", dataset=request.dataset,
+        mlflow_run_id=request.model, pid=submitter.pid, pid_started=submitter.started,
+    )  # fmt: skip
     start_job_process(job_id, "jobs.evaluate")
     return get_job(job_id)
 

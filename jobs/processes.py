@@ -103,8 +103,8 @@ def settle_vanished(backend: str, reason: str) -> list[tuple[Job, str]]:
     ends "stopped", anything else "failed" with `reason`. Returns each row it ended, with its status."""
     settled = []
     for job in list_jobs(limit=None, statuses=RUNNING, backend=backend):
-        if job.pid is None or job_alive(job):
-            continue  # no pid yet: its launcher is between writing the row and starting the process
+        if job.pid is None or job_alive(job) or (job.status == "starting" and alive(job_process(job))):
+            continue  # its launcher, recorded or not, is between writing the row and starting the process
         if transition(job.id, ("stopping",), status="stopped", failure_reason="Stopped by the user."):
             settled.append((job, "stopped"))
         elif transition(job.id, RUNNING, status="failed", failure_reason=reason):

@@ -274,3 +274,32 @@ def test_kill_9_of_the_studio_while_its_job_is_starting_or_queued_converges(demo
         wait_until(lambda: not processes_of(waiting), timeout=60, what="the stopped job's processes to end")
     assert most["*"] == 1  # one slot: never two trainers, whichever process died
     assert not processes_of(lost) and not processes_of(orphan)
+
+
+EVALUATOR = """
+import os, signal, sys
+from core.evaluation.request import EvalRequest
+from jobs import control, processes
+
+def die_here(frame, what, arg):
+    if frame.f_code is processes.spawn.__code__ and what == "call":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sys.setprofile(die_here)
+control.evaluate_run(EvalRequest(model=sys.argv[1], dataset=sys.argv[2]))
+"""
+
+
+def test_kill_9_of_the_studio_while_an_evaluation_is_starting(demo: str, home: Path) -> None:
+    from core.tracking import create_run
+    from jobs import control
+    from jobs.records import get_job, list_jobs
+
+    run_id = create_run("evaluated")
+    studio = subprocess.run([sys.executable, "-c", EVALUATOR, run_id, demo], cwd=REPO, env={**os.environ}, capture_output=True, text=True, timeout=300)
+    assert studio.returncode == -signal.SIGKILL, studio.stderr[-3000:]
+    (job,) = list_jobs(limit=None)
+    assert get_job(job.id).status == "starting"
+    control.refresh()  # the row's process (the studio submitting it) is gone: it must not stay "starting"
+    ended = get_job(job.id)
+    assert (ended.status, ended.failure_reason) == ("failed", "The evaluation process ended unexpectedly.")
