@@ -23,6 +23,7 @@ from core.files import atomic_write_text
 from core.settings import get_settings
 from core.tracking import create_run
 from core.tracking.outbox import Outbox
+from jobs import notify
 from jobs.backend import TrainRequest
 from jobs.processes import settle_vanished, start_job_process, terminate
 from jobs.relay import metrics_file
@@ -115,6 +116,8 @@ def _settle_unlaunched() -> list[tuple[Job, str]]:
             unclaimed = update(Job).where(Job.id == job.id, Job.status == job.status, Job.pid.is_(None))
             if session.execute(unclaimed.values(status=status, failure_reason=reason, finished_at=utcnow())).rowcount == 1:
                 settled.append((job, status))
+    for job, _ in settled:
+        notify.job_ended(get_job(job.id))
     return settled
 
 

@@ -104,3 +104,16 @@ def test_slack_urls_get_slacks_shape() -> None:
     from jobs.notify import is_slack
 
     assert is_slack("https://hooks.slack.com/services/T0/B0/x") and not is_slack("https://example.com/hooks.slack.com")
+
+
+def test_a_job_whose_launcher_died_is_announced_too(hooks: list[int]) -> None:
+    from core.db import new_id
+    from jobs import local
+    from jobs.notify import wait_for_deliveries
+    from jobs.records import create_job
+
+    with receiver(hooks[0]) as posts:
+        job = create_job(new_id(), "train", "local", {}, "train.log", status="starting").id  # its launcher never recorded a supervisor
+        local.refresh()
+        wait_for_deliveries()
+    assert [(p["event"], p["job"]["id"]) for p in posts] == [("job.failed", job)]
