@@ -63,6 +63,8 @@ def test_roles_come_from_the_lists_then_the_claim_then_the_default(team: Path, m
 def test_a_viewer_can_change_nothing_and_each_refusal_is_one_sentence(team: Path, tmp_path: Path) -> None:
     from core.datasets.delete import delete_dataset
     from core.datasets.ingest import import_dataset
+    from core.tracking.edits import delete_run
+    from core.tracking.registry import promote
     from core.training.config import build_config
     from jobs import control
     from jobs.records import list_jobs
@@ -76,6 +78,11 @@ def test_a_viewer_can_change_nothing_and_each_refusal_is_one_sentence(team: Path
             import_dataset("cats", folder=tmp_path)
         with pytest.raises(NotAllowed, match="only an admin can delete datasets or runs"):
             delete_dataset("cats")
+    with acting_as(ALICE):
+        with pytest.raises(NotAllowed, match="alice@example.com has the trainer role; only an admin can promote models."):
+            promote("any-run", "digits")
+        with pytest.raises(NotAllowed, match="only an admin can delete datasets or runs"):
+            delete_run("any-run")
     assert list_jobs() == [] and not (team / "drafts" / "cats").exists()
     assert actions() == []
 
