@@ -26,7 +26,7 @@ from typing import IO, Any
 import torch
 
 from core.errors import StudioError
-from core.files import atomic_write_text, staged_folder
+from core.files import TEMP_PREFIX, atomic_write_text, staged_folder
 
 LATEST = "latest"
 MANIFEST = "manifest.json"
@@ -158,6 +158,10 @@ def hold_checkpoints(root: Path) -> IO[str] | None:
     except BlockingIOError:
         lock.close()
         raise StudioError(f"Another training process is writing checkpoints to {root}; stop it before starting this one.") from None
+    # What a killed trainer left half-written: nobody else writes here while the lock is held, and
+    # no checkpoint is written before the first steps.
+    for stale in root.glob(f"{TEMP_PREFIX}*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
     return lock
 
 

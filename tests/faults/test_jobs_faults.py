@@ -250,3 +250,19 @@ def test_every_client_the_sagemaker_preflight_makes_retries_in_standard_mode(aws
     preflight(SageMakerLaunch(**launch_options()))
     assert {service for service, _ in made} >= {"s3", "iam"}
     assert all(config is not None and config.retries["mode"] == "standard" for _, config in made), made
+
+
+def test_a_checkpoint_a_killed_trainer_left_half_written_is_cleared_when_the_next_one_takes_the_folder(tmp_path: Path) -> None:
+    from core.training.checkpoint import hold_checkpoints
+
+    root = tmp_path / "checkpoints"
+    (root / ".tmp-step-2unet-0000004-0123abcd").mkdir(parents=True)
+    (root / ".tmp-step-2unet-0000004-0123abcd" / "state.pt").write_bytes(b"cut short")
+    (root / ".tmp-latest-89ab").write_text("step-2unet")
+    (root / "step-2unet-0000002").mkdir()
+    lock = hold_checkpoints(root)
+    try:
+        assert sorted(p.name for p in root.iterdir()) == [".lock", "step-2unet-0000002"]
+    finally:
+        assert lock is not None
+        lock.close()
