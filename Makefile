@@ -4,8 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PIP := $(VENV)/bin/pip
 TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
+COMPAT_VENV := .venv-compat
 
-.PHONY: studio team test screenshots test-airflow install install-test system-deps bench lint clean
+.PHONY: studio team test screenshots test-airflow test-compat install install-test system-deps bench lint clean
 
 studio: install
 	$(VENV)/bin/streamlit run app/main.py
@@ -16,8 +17,9 @@ studio: install
 team: install
 	$(VENV)/bin/studio team up $(TEAM_ARGS)
 
-test: install-test
+test: install-test $(COMPAT_VENV)/.installed
 	$(VENV)/bin/python -m pytest -n 2 --dist loadgroup tests
+	$(COMPAT_VENV)/bin/python -m pytest -c tests/compat/pytest.ini tests/compat
 
 # The README's screenshots, refreshed from the browser tests (a plain test run writes them to a temp folder).
 screenshots: install-test
@@ -57,6 +59,20 @@ $(AIRFLOW_VENV)/.installed: requirements-airflow.txt pyproject.toml
 
 test-airflow: install $(AIRFLOW_VENV)/.installed
 	$(AIRFLOW_VENV)/bin/python -m pytest -c tests/airflow/pytest.ini tests/airflow
+
+# Tools on transformers 4.x (its slow CLIPTokenizer, CLIPTextModel, Optimum's ONNX exporter and
+# pipeline) loading a model folder and an ONNX export the studio saved, in their own environment:
+# requirements-compat.txt says why. Part of `make test` (~40 s with its install); tests/compat
+# skips itself under the main suite's transformers 5.
+$(COMPAT_VENV)/.installed: requirements-compat.txt $(VENV)/.installed-test
+	test -x $(COMPAT_VENV)/bin/python || $(VENV)/bin/python -m venv --without-pip $(COMPAT_VENV)
+	$(PIP) --python $(COMPAT_VENV)/bin/python install --quiet --no-deps -r requirements-compat.txt
+	$(VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+		> "$$($(COMPAT_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz-studio-venv.pth"
+	touch $@
+
+test-compat: $(COMPAT_VENV)/.installed
+	$(COMPAT_VENV)/bin/python -m pytest -c tests/compat/pytest.ini tests/compat
 
 # Debian packages the tests need: chromium for the browser tests, fonts so pages render (emoji),
 # and the built-in real datasets (Fashion-MNIST; emoji names from unicode-data).

@@ -30,8 +30,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
 import core  # noqa: F401  (telemetry off before gradio and mlflow are imported)
+from app import uploads
 from core.access import NotAllowed, User, acting_as, require
 from core.errors import StudioError
+from core.inference.lora import LoraTooLarge, LoraUpload, is_upload_id
 from core.inference.models import Backend, ModelEntry, generate, list_models
 from core.inference.schedulers import SchedulerName
 from core.inference.torch_backend import GenerateRequest, image_grid
@@ -102,11 +104,13 @@ class AllowedHostsMiddleware:
 class BearerTokenMiddleware:
     """Team mode: every route but /healthz needs `Authorization: Bearer <token>` (a live token from
     the Account page or `studio token create`), else 401; the request then acts as the token's owner.
-    The playground, drawn in the Playground page's iframe, takes the ticket that page puts in its
-    URL instead, and keeps it as a cookie scoped to the playground for the requests that follow."""
+    The playground and the upload box, drawn in iframes on the studio's pages, take the ticket that
+    page puts in the URL instead, and keep it as a cookie scoped to their path for the requests that
+    follow."""
 
     OPEN_PATHS = ("/healthz",)
     TICKET = "studio_ticket"
+    TICKET_PATHS = (PLAYGROUND_PATH, uploads.UPLOADS_PATH)  # the pages drawn in the studio's iframes
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -118,8 +122,9 @@ class BearerTokenMiddleware:
         headers = Headers(scope=scope)
         scheme, _, token = (headers.get("authorization") or "").partition(" ")
         user = authenticate(token.strip()) if scheme.lower() == "bearer" else None
-        if user is None and scope["path"].startswith(PLAYGROUND_PATH):
-            user, send = self.playground_user(scope, headers, send)
+        prefix = next((p for p in self.TICKET_PATHS if scope["path"].startswith(p)), None)
+        if user is None and prefix:
+            user, send = self.ticket_user(scope, headers, send, prefix)
         if user is None:
             if scope["type"] == "websocket":
                 await WebSocketClose(code=1008)(scope, receive, send)
@@ -130,15 +135,15 @@ class BearerTokenMiddleware:
         with acting_as(user):
             await self.app(scope, receive, send)
 
-    def playground_user(self, scope: Scope, headers: Headers, send: Send) -> tuple[User | None, Send]:
-        """The user of a playground ticket in the URL (then set as a cookie) or in the cookie."""
+    def ticket_user(self, scope: Scope, headers: Headers, send: Send, prefix: str) -> tuple[User | None, Send]:
+        """The user of a ticket in the URL (then set as a cookie scoped to `prefix`) or in the cookie."""
         from_url = parse_qs(scope.get("query_string", b"").decode()).get(self.TICKET, [""])[0]
         cookie = SimpleCookie(headers.get("cookie") or "").get(self.TICKET)
         value = from_url or (cookie.value if cookie else "")
         user = from_ticket(value) if value else None
         if user is None or not from_url:
             return user, send
-        set_cookie = f"{self.TICKET}={value}; Path={PLAYGROUND_PATH}; HttpOnly; SameSite=Lax"
+        set_cookie = f"{self.TICKET}={value}; Path={prefix}; HttpOnly; SameSite=Lax"
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -198,8 +203,10 @@ class ApiGenerateRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="omit for a random seed")
     scheduler: SchedulerName = "ddim"
     batch: int = Field(1, ge=1, le=8)
-    height: int | None = Field(None, ge=8, le=2048, multiple_of=8)
-    width: int | None = Field(None, ge=8, le=2048, multiple_of=8)
+    height: int | None = Field(None, ge=8, le=2048, multiple_of=8, description="default: the model's training size")
+    width: int | None = Field(None, ge=8, le=2048, multiple_of=8, description="default: the model's training size")
+    lora: str | None = Field(None, max_length=200, description="a LoRA for the torch backend: a run id (of a run trained with LoRA) or an id from POST /v1/loras")
+    lora_strength: float = Field(1.0, ge=0, le=2, description="0 is the base model, 1 the LoRA as trained")
     format: Literal["base64", "png"] = Field("base64", description="JSON with base64 PNGs, or one PNG (a grid for batch > 1)")
 
 
@@ -209,6 +216,11 @@ class ApiGenerateResponse(BaseModel):
     seed: int
     seconds: float
     images: list[str] = Field(description="base64-encoded PNG images")
+
+
+class ApiLoraResponse(BaseModel):
+    id: str = Field(description="the LoRA's sha256: pass it as `lora` to POST /v1/generate")
+    bytes: int
 
 
 def png_bytes(image) -> bytes:  # type: ignore[no-untyped-def]
@@ -225,6 +237,16 @@ def known_model(model_id: str) -> ModelEntry:
     return entry
 
 
+def known_lora(ref: str) -> str:
+    """An uploaded LoRA's id, or the run of a listed model: a request can never name a path on the server."""
+    if is_upload_id(ref):
+        return ref
+    entry = next((m for m in list_models() if m.id == ref), None)
+    if entry is None or entry.run_id is None:
+        raise HTTPException(404, f"There is no LoRA {ref!r}; use a run id from GET /v1/models or an id from POST /v1/loras.")
+    return entry.run_id
+
+
 def create_app(playground: bool = True, bind_host: str | None = None) -> FastAPI:
     """The API (and the playground under /playground/); `bind_host` is the address it listens on, also an allowed host."""
     settings = get_settings()
@@ -234,6 +256,12 @@ def create_app(playground: bool = True, bind_host: str | None = None) -> FastAPI
     @app.exception_handler(NotAllowed)
     def not_allowed(_request: Request, exc: NotAllowed) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(StudioError)
+    def refused(_request: Request, exc: StudioError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    app.include_router(uploads.router)
 
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
@@ -265,9 +293,10 @@ def create_app(playground: bool = True, bind_host: str | None = None) -> FastAPI
         if body.backend not in entry.backends:
             raise HTTPException(422, f"The model {body.model} has no {body.backend} backend yet; export it to ONNX first.")
         seed = secrets.randbelow(2**32) if body.seed is None else body.seed
-        fields = body.model_dump(exclude={"model", "backend", "format", "seed"})
+        fields = body.model_dump(exclude={"model", "backend", "format", "seed", "lora"})
+        lora = known_lora(body.lora) if body.lora else None
         try:
-            result = generate(entry.id, GenerateRequest(**fields, seed=seed), body.backend)
+            result = generate(entry.id, GenerateRequest(**fields, seed=seed, lora=lora), body.backend)
         except StudioError as exc:
             raise HTTPException(422, str(exc)) from None
         headers = {"X-Seed": str(seed), "X-Generation-Seconds": f"{result.seconds:.3f}", "X-Backend": result.backend_label}
@@ -281,12 +310,38 @@ def create_app(playground: bool = True, bind_host: str | None = None) -> FastAPI
             images=[base64.b64encode(png_bytes(img)).decode() for img in result.images],
         )
 
+    @app.post(
+        "/v1/loras",
+        status_code=201,
+        response_model=ApiLoraResponse,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+        responses={413: {"description": "larger than STUDIO_LORA_MAX_BYTES"}, 422: {"description": "not a safetensors file"}},
+    )
+    async def upload_lora(request: Request) -> ApiLoraResponse:
+        """A LoRA .safetensors file as the raw request body, streamed to disk and kept by its sha256."""
+        require("generate")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > get_settings().lora_max_bytes:
+            raise HTTPException(413, f"The LoRA file is larger than STUDIO_LORA_MAX_BYTES ({get_settings().lora_max_bytes:,} bytes), so it was refused.")
+        try:
+            with LoraUpload() as upload:
+                async for chunk in request.stream():
+                    upload.write(chunk)
+                return ApiLoraResponse(id=upload.finish(), bytes=upload.size)
+        except LoraTooLarge as exc:
+            raise HTTPException(413, str(exc)) from None
+        except StudioError as exc:
+            raise HTTPException(422, str(exc)) from None
+
     if playground:
         import gradio as gr
 
         from app.playground import CSS, THEME, build_playground
 
-        app = gr.mount_gradio_app(app, build_playground(), path=PLAYGROUND_PATH, theme=THEME, css=CSS, ssr_mode=False)
+        # Gradio refuses a larger upload before it is stored (the only uploads are LoRA files).
+        app = gr.mount_gradio_app(
+            app, build_playground(), path=PLAYGROUND_PATH, theme=THEME, css=CSS, ssr_mode=False, max_file_size=settings.lora_max_bytes
+        )
     if settings.team_mode:
         app.add_middleware(BearerTokenMiddleware)
     # Outermost, so it guards the mounted playground too and a foreign host gets 400 before anything else.

@@ -1,9 +1,10 @@
 """Import throughput: 2,000 generated images from a zip through `import_dataset`, against a bare
 loop that only reads, decodes and hashes the same files, in the same run; and the near-duplicate
 search over 10,000 perceptual hashes. Writes bench/results/ingest.json with wall-clock and CPU
-times (on a shared, loaded machine the wall-clock ratio also carries other processes' disk stalls).
+times, the best of `--repeats` interleaved runs of each (on a shared, loaded machine the
+wall-clock ratio also carries other processes' disk stalls).
 
-    .venv/bin/python bench/ingest.py [--images 2000] [--hashes 10000]
+    .venv/bin/python bench/ingest.py [--images 2000] [--hashes 10000] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -59,26 +60,33 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--hashes", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["STUDIO_HOME"] = str(Path(tmp) / "home")
         from core.datasets.dedupe import clusters_from_pairs, near_pairs
         from core.datasets.ingest import import_dataset
+        from core.db import get_engine
         from core.modeling.tokenizer import count_tokens
 
         archive = Path(tmp) / "bench.zip"
         generated_zip(archive, args.images)
         count_tokens("warm up the tokenizer")  # built once per studio home; not part of an import
+        get_engine()  # the catalog is created and migrated when the studio starts, not per import
 
-        started, cpu = time.perf_counter(), time.process_time()
-        bare = bare_loop(archive)
-        bare_s, bare_cpu = time.perf_counter() - started, time.process_time() - cpu
-
-        started, cpu = time.perf_counter(), time.process_time()
-        report = import_dataset("bench", zip_path=archive)
-        import_s, import_cpu = time.perf_counter() - started, time.process_time() - cpu
-        assert report.imported == args.images, report
+        # Interleaved repeats, each side's best kept (as timeit does): on a shared machine a single
+        # pair of runs mostly measures what else was running.
+        bare_runs, import_runs = [], []
+        for attempt in range(args.repeats):
+            started, cpu = time.perf_counter(), time.process_time()
+            bare = bare_loop(archive)
+            bare_runs.append((time.perf_counter() - started, time.process_time() - cpu))
+            started, cpu = time.perf_counter(), time.process_time()
+            report = import_dataset(f"bench-{attempt}", zip_path=archive)
+            import_runs.append((time.perf_counter() - started, time.process_time() - cpu))
+            assert report.imported == args.images, report
+        (bare_s, bare_cpu), (import_s, import_cpu) = min(bare_runs), min(import_runs)
 
         hashes = np.random.default_rng(0).integers(0, 2**63, args.hashes, dtype=np.uint64)
         started = time.perf_counter()
@@ -89,9 +97,12 @@ def main() -> None:
     result = {
         "benchmark": "ingest",
         "images": args.images,
+        "repeats": args.repeats,
         "import_seconds": round(import_s, 3),
         "import_images_per_s": round(args.images / import_s, 1),
         "baseline": "bare loop: read from the zip, decode with Pillow, sha256",
+        "all_import_seconds": [round(t, 3) for t, _ in import_runs],
+        "all_bare_loop_seconds": [round(t, 3) for t, _ in bare_runs],
         "bare_loop_seconds": round(bare_s, 3),
         "bare_loop_images_per_s": round(bare / bare_s, 1),
         "ratio_to_bare_loop": round((args.images / import_s) / (bare / bare_s), 3),

@@ -40,6 +40,7 @@ class Settings(BaseSettings):
         description="Host names the playground and HTTP API answer (comma-separated, `*.domain` allowed); others get 400.",
     )
     api_queue_size: int = Field(8, ge=1, description="Generation requests the HTTP API holds at once, running or waiting; more get 429.")
+    lora_max_bytes: int = Field(512 << 20, ge=1, description="Largest LoRA file (.safetensors) the playground and HTTP API accept.")
     import_max_files: int = Field(100_000, ge=1, description="Most files one dataset import (or zip) may hold.")
     import_max_bytes: int = Field(8 << 30, ge=1, description="Most uncompressed bytes one dataset import may hold.")
     import_max_entry_bytes: int = Field(1 << 30, ge=1, description="Most uncompressed bytes one file of a dataset import may hold.")

@@ -13,10 +13,12 @@ from core.db import Job
 from core.errors import StudioError
 from core.settings import get_settings
 from core.evaluation.request import EvalRequest
+from core.tracking.writes import record_estimate
 from core.training.config import TrainConfig
 from jobs import evaluate, local, records
 from jobs import sagemaker as cloud
 from jobs.backend import Backend, TrainRequest
+from jobs.estimate import LaunchEstimate
 
 BACKENDS: dict[str, Backend[Any]] = {local.BACKEND: local, cloud.BACKEND: cloud, evaluate.BACKEND: evaluate}
 TRAINING_BACKENDS = (local.BACKEND, cloud.BACKEND)
@@ -50,14 +52,20 @@ def check_launch(user: User, backend: str, sagemaker: dict) -> None:
         raise NotAllowed(f"The {user.role} role may have {limit.jobs} jobs queued or running at once; stop or wait for one first.")
 
 
-def launch(config: TrainConfig, backend: str = local.BACKEND, name: str | None = None, processes: int = 1, sagemaker: dict | None = None) -> Job:
-    """Submit a training job; `sagemaker` holds the cloud options (see `jobs.sagemaker.SageMakerLaunch`)."""
+def launch(config: TrainConfig, backend: str = local.BACKEND, name: str | None = None, processes: int = 1, sagemaker: dict | None = None,
+           estimate: LaunchEstimate | None = None) -> Job:
+    """Submit a training job; `sagemaker` holds the cloud options (see `jobs.sagemaker.SageMakerLaunch`).
+    With its `estimate` (`jobs.estimate`), a run that would not fit is refused and one that does records it."""
     if backend not in TRAINING_BACKENDS:
         raise StudioError(f"There is no training backend {backend!r}; choose one of {', '.join(TRAINING_BACKENDS)}.")
     check_launch(require("launch"), backend, sagemaker or {})
     if config.base_model is not None:
         server_path(config.base_model)
+    if estimate is not None and estimate.refusal:
+        raise StudioError(estimate.refusal)
     job = BACKENDS[backend].submit(TrainRequest(config=config, name=name, processes=processes, sagemaker=sagemaker or {}))
+    if estimate is not None and job.mlflow_run_id:
+        record_estimate(job.mlflow_run_id, estimate.tags())
     audit.record("job.launch", job.id, backend=backend, name=name, dataset=job.dataset)
     return job
 

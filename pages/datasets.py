@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from app.widgets import user_errors
-from core.datasets import curate, dedupe, stats
+from core.datasets import curate, dedupe, staging, stats
+from core.datasets.buckets import DEFAULT_MAX_ASPECT
 from core.datasets.builtin import DESCRIPTIONS, import_builtin
 from core.datasets.delete import delete_dataset, plan_deletion
 from core.datasets.draft import (
@@ -33,6 +34,7 @@ from core.datasets.push import push_version
 from core.datasets.splits import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from core.datasets.versions import diff_versions, list_datasets, list_versions
 from core.settings import get_settings
+from core.training.buckets import PRESET_GRIDS
 
 NEW = "➕ Import a new dataset"
 PAGE_SIZE = 24
@@ -75,11 +77,42 @@ def import_panel() -> None:
     uploads = list(files or []) + list(folder or [])
     if st.button("📥 Import", type="primary", disabled=not (name and uploads)):
         with user_errors():
-            report = run_import(name, uploads)
-            st.session_state["import_report"] = report.model_dump()
-            st.session_state["next_dataset"] = name
-            st.rerun()
+            imported(name, run_import(name, uploads))
+    # Streamlit's uploader keeps a file in the server's memory (hence its 200 MB limit); this one
+    # streams to disk, for uploads of any size up to the import limits.
+    if st.toggle("📤 Larger than 200 MB? Upload straight to disk", key="streamed_upload"):
+        with user_errors():
+            from app.embedded import api_base_url, iframe_url
+            from app.uploads import UPLOADS_PATH
+
+            st.iframe(iframe_url(api_base_url(), UPLOADS_PATH), height=130)
+        finished_uploads(name)
     builtin_panel()
+
+
+def imported(name: str, report: ImportReport) -> None:
+    st.session_state["import_report"] = report.model_dump()
+    st.session_state["next_dataset"] = name
+    st.rerun(scope="app")
+
+
+@st.fragment(run_every=3)
+def finished_uploads(name: str) -> None:
+    """Uploads the upload box finished, for this user, each ready to import under the name above."""
+    batches = staging.ready_batches()
+    if not batches:
+        st.caption("Finished uploads appear here, ready to import under the name above.")
+    for batch in batches:
+        text, import_button, discard_button = st.columns([4, 1, 1])
+        more = f" and {batch.files - len(batch.names)} more" if batch.files > len(batch.names) else ""
+        text.write(f"{literal(', '.join(batch.names))}{more}: {batch.files} file(s), {batch.bytes / 1e6:.1f} MB")
+        if import_button.button("📥 Import", key=f"import-{batch.id}", disabled=not name, help="Name the dataset above first."):
+            with user_errors():
+                imported(name, staging.import_batch(name, batch.id, progress=progress_bar("Importing…")))
+        if discard_button.button("🗑️ Discard", key=f"discard-{batch.id}"):
+            with user_errors():
+                staging.discard(batch.id)
+                st.rerun(scope="fragment")
 
 
 def builtin_panel() -> None:
@@ -241,6 +274,7 @@ def statistics(draft: Draft) -> None:
     c2.altair_chart(alt.Chart(frame).mark_bar().encode(alt.X("tokens", bin=alt.Bin(maxbins=30)), y="count()").properties(title="Caption tokens (limit 77)"), width="stretch")
     c1.altair_chart(alt.Chart(stats.top_words(draft.items)).mark_bar().encode(x="count", y=alt.Y("word", sort="-x")).properties(title="Most frequent words"), width="stretch")
     c2.altair_chart(alt.Chart(stats.class_balance(draft.items)).mark_bar().encode(x="count", y=alt.Y("class", sort="-x")).properties(title="Class / tag balance"), width="stretch")
+    buckets(draft)
 
     st.markdown("**Train / validation split** (seeded; stratified by class or first tag)")
     s1, s2, s3 = st.columns([2, 1, 1], vertical_alignment="bottom")
@@ -251,6 +285,25 @@ def statistics(draft: Draft) -> None:
         with user_errors():
             curate.resplit(draft, fraction, int(seed))
             st.rerun()
+
+
+def buckets(draft: Draft) -> None:
+    """Where a training with aspect-ratio buckets (`buckets.enabled`) would put these images."""
+    st.markdown("**Aspect-ratio buckets** (a training with `buckets.enabled` trains each image at the size nearest its shape)")
+    b1, b2, b3 = st.columns(3)
+    preset = b1.selectbox("Model", list(PRESET_GRIDS), key=f"bk-preset-{draft.name}", help="Sets the resolution and the step bucket sides are multiples of; 'finetune' assumes a Stable Diffusion 1.x base.")
+    default, step = PRESET_GRIDS[preset]
+    resolution = b2.number_input("Resolution", min_value=step, max_value=4096, value=default, step=step, key=f"bk-res-{draft.name}-{preset}")
+    max_aspect = b3.number_input("Max aspect", min_value=1.0, max_value=8.0, value=DEFAULT_MAX_ASPECT, step=0.5, key=f"bk-aspect-{draft.name}", help="Images more elongated than this are left out.")
+    with user_errors():
+        frame, summary = stats.bucket_histogram(draft.items, int(resolution), step, float(max_aspect))
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Buckets used", len(frame))
+        m2.metric("Upscaled", sum(summary.upscaled.values()), help="Smaller than their bucket: enlarged, so blurrier.")
+        m3.metric("Left out", summary.dropped, help="More elongated than the max aspect.")
+        if len(frame):
+            chart = alt.Chart(frame).mark_bar().encode(x=alt.X("bucket", sort=None, title="bucket (width×height)"), y="images", tooltip=["bucket", "images", "upscaled"])
+            st.altair_chart(chart.properties(title=f"Images per bucket at {int(resolution)} px"), width="stretch")
 
 
 def quarantine(draft: Draft) -> None:

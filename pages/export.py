@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -10,11 +12,12 @@ from core.export.exporter import export_files, export_model, export_zip
 from core.export_records import get_export, list_exports
 from core.inference.models import list_models
 from core.inference.onnx_backend import cuda_works
+from core.modeling.exchange import files_for_tools
 
 FOLDER = "📁 A model folder on this machine…"
 
 
-def export_form() -> None:
+def export_form() -> str | None:
     runs = [m for m in list_models() if m.kind == "run"]
     labels = {m.label: m.id for m in runs}
     choice = st.selectbox("Model to export", [*labels, FOLDER], help="A finished run with a trained model, or any diffusers-layout folder.")
@@ -30,6 +33,26 @@ def export_form() -> None:
         record = export_model(ref, fp16=fp16, progress=lambda f, text: bar.progress(min(f, 1.0), text=text))
         st.session_state["export_selected"] = record.id
         st.success(f"Exported and registered as **{record.registered_model}** version {record.registered_version}.", icon="✅")
+    return ref
+
+
+def model_files(ref: str) -> None:
+    """The model as files other tools load: one Stable Diffusion checkpoint and, for a LoRA run, the adapter alone."""
+    st.markdown("**Files for other tools**: AUTOMATIC1111, ComfyUI, diffusers' `from_single_file` and `load_lora_weights`.")
+    key = f"files_for_tools:{ref}"
+    if st.button("🧳 Prepare the files", help="Writes the single-file checkpoint once; LoRA runs add their adapter in two formats."):
+        with st.spinner("Writing the single-file checkpoint…"):
+            st.session_state[key] = files_for_tools(ref)
+    name = Path(ref).name
+    # diffusers' load_lora_weights(folder) looks for its file by name; the other tools take any name.
+    buttons = {
+        "checkpoint": ("⬇️ Single-file checkpoint (.safetensors)", f"{name}.safetensors"),
+        "diffusers": ("⬇️ LoRA for diffusers", "pytorch_lora_weights.safetensors"),
+        "kohya": ("⬇️ LoRA for kohya / ComfyUI", f"{name}-lora.safetensors"),
+    }
+    for kind, path in st.session_state.get(key, {}).items():
+        label, file_name = buttons[kind]
+        st.download_button(label, data=lambda path=path: path.read_bytes(), file_name=file_name, mime="application/octet-stream")
 
 
 def parity_section(parity: dict) -> None:
@@ -66,7 +89,9 @@ def render() -> None:
     st.title("📦 Export")
     st.caption("ONNX graphs in Optimum's layout, checked against PyTorch, logged to the run and registered in MLflow.")
     with user_errors():
-        export_form()
+        ref = export_form()
+        if ref:
+            model_files(ref)
 
     st.subheader("Exports")
     with user_errors():

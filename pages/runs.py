@@ -80,6 +80,14 @@ def short_ref(ref: str) -> str:
     return f"{name}@{version[:8]}" if at else ref
 
 
+def estimate_text(row: runs.RunRow) -> str:
+    """The launch's estimate in minutes, with its error against the real duration once finished."""
+    if row.estimated_s is None:
+        return "–"
+    error = row.estimate_error_pct
+    return f"{row.estimated_s / 60:.1f}" + (f" ({error:+.0f}%)" if error is not None else "")
+
+
 def run_table(rows: list[runs.RunRow]) -> str:
     """One page of runs as a plain HTML table, each name linking to its detail.
 
@@ -102,6 +110,7 @@ def run_table(rows: list[runs.RunRow]) -> str:
                 "loss": number(r.last_loss, ".4f"),
                 "val loss": number(r.val_loss, ".4f"),
                 "minutes": number(r.duration_s / 60 if r.duration_s is not None else None, ".1f"),
+                "estimated": estimate_text(r),
                 "started": f'<span title="{r.started:%Y-%m-%d %H:%M:%S}">{r.started:%b %d %H:%M}</span>',
                 "backend": escape(r.backend),
                 "id": escape(r.run_id[:8]),
@@ -279,12 +288,16 @@ def render_detail(run_id: str) -> None:
     st.subheader(f"{row.name}  ·  {status_label(row.status)}")
     st.caption(f"Run `{row.run_id}` · dataset `{row.dataset or '-'}` → run → registered versions: "
                + (", ".join(f"{v.name} v{v.version}" for v in registry.registered_versions(run_id)) or "none"))
-    m = st.columns(5)
+    m = st.columns(6)
     m[0].metric("Preset", row.preset or "-")
     m[1].metric("Planned steps", row.steps or "-")
     m[2].metric("Loss", f"{row.last_loss:.4f}" if row.last_loss is not None else "-")
     m[3].metric("Val loss", f"{row.val_loss:.4f}" if row.val_loss is not None else "-")
     m[4].metric("Duration", f"{row.duration_s / 60:.1f} min" if row.duration_s is not None else "-")
+    error = row.estimate_error_pct
+    m[5].metric("Estimated", f"{row.estimated_s / 60:.1f} min" if row.estimated_s is not None else "-",
+                f"{error:+.0f}% vs actual" if error is not None else None, delta_color="off",
+                help="Measured before launch (a few real steps); the error is (estimated − actual) / actual.")
     tabs = st.tabs(["📈 Charts", "🖼️ Samples", "⚙️ Parameters", "📁 Artifacts", "📜 Log", "📝 Notes & tags", "🚀 Actions"])
     names = {run_id: row.name}
     with tabs[0]:

@@ -17,11 +17,13 @@ from core.training.recipes import RECIPES
 from core.training.recipes import DESCRIPTIONS as RECIPE_DESCRIPTIONS
 from jobs import control
 from jobs.cost import estimate, price_table
+from jobs.estimate import LaunchEstimate, estimate_launch, minutes
 from jobs.progress import job_progress
 from jobs.records import ACTIVE, FINAL, RUNNING, get_job, list_jobs, queue
 
 LIVE_SECONDS = 2.0
 WATCH = "train.watch"  # the job the live view shows
+ESTIMATE = "train.estimate"  # (form.launch_key(), LaunchEstimate) of the last estimate
 INSTANCE_TYPES = list(price_table()["usd_per_hour"])
 # Chosen by the dataset picker among what the catalog holds, never defaulted.
 PICKED = ("dataset", "version")
@@ -116,6 +118,23 @@ def backend_options() -> None:
         st.caption(f"Estimated cost: ${cost.on_demand_usd:,.2f} on demand{spot_text}. Prices of {cost.price_date}, us-east-1.")
 
 
+def subject_fields() -> None:
+    """Subject fine-tuning (DreamBooth): a few photos of one subject, with its class kept in place."""
+    k = _form_key
+    if not st.checkbox("Subject fine-tuning (DreamBooth)", key=k("subject"), help="Every image is captioned with the instance prompt; runs the UNet stage only."):
+        return
+    s1, s2 = st.columns(2)
+    s1.text_input("Instance prompt", key=k("instance_prompt"), placeholder="a photo of sks dog", help="The caption of every training image: a rare token plus the class.")
+    s2.text_input("Class prompt", key=k("class_prompt"), placeholder="a photo of a dog", help="What the subject is; prior preservation keeps this class as the base model draws it.")
+    p1, p2, p3 = st.columns(3)
+    p1.checkbox("Prior preservation", key=k("prior_preservation"), help="Train on class images beside the subject's, so 'a photo of a dog' does not turn into your dog.")
+    p2.number_input("Prior loss weight", min_value=0.0, max_value=10.0, step=0.1, key=k("prior_weight"), disabled=not st.session_state[k("prior_preservation")])
+    p3.number_input("Class images to generate", min_value=1, max_value=1000, key=k("class_images"), disabled=not st.session_state[k("prior_preservation")],
+                    help="Generated once by the base model before training and reused on resume; unused when a class dataset is given.")
+    st.text_input("Class dataset (name@version, optional)", key=k("class_dataset"), disabled=not st.session_state[k("prior_preservation")],
+                  help="Use these images as the class images instead of generating them.")
+
+
 def launch_form() -> None:
     _init_form()
     k = _form_key
@@ -138,6 +157,7 @@ def launch_form() -> None:
     c3.number_input("Seed", min_value=0, key=k("seed"))
     if st.session_state[k("preset")] == "finetune":
         st.text_input("Base model folder", key=k("base_model"), help="A Stable-Diffusion-layout folder on this machine.")
+        subject_fields()
     c1, c2, c3, c4 = st.columns(4)
     c1.number_input("VAE steps", min_value=0, step=50, key=k("vae_steps"))
     c2.number_input("UNet steps", min_value=0, step=50, key=k("unet_steps"))
@@ -156,9 +176,10 @@ def launch_form() -> None:
         a2.selectbox("Mixed precision", ["no", "bf16", "fp16"], key=k("mixed_precision"), help="bf16 on recent GPUs; 'no' on CPU.")
         a3.checkbox("Gradient checkpointing", key=k("grad_checkpointing"), help="Less memory, ~30% slower.")
         a1.number_input("LoRA rank (0 = off)", min_value=0, max_value=512, key=k("lora_rank"), help="Fine-tuning only: train LoRA adapters on the UNet.")
-        a2.number_input("Checkpoint every (steps)", min_value=1, key=k("checkpoint_every"), help="A stop or crash loses at most this many steps.")
-        a3.number_input("Validate every (steps)", min_value=1, key=k("validate_every"))
-        a1.number_input("Sample grid every (steps)", min_value=1, key=k("sample_every"))
+        a2.checkbox("Aspect-ratio buckets", key=k("buckets"), help="Train each image at the size nearest its shape (area ≤ resolution²) instead of a centre square; the Datasets page's Statistics tab shows the buckets a dataset fills.")
+        a3.number_input("Checkpoint every (steps)", min_value=1, key=k("checkpoint_every"), help="A stop or crash loses at most this many steps.")
+        a1.number_input("Validate every (steps)", min_value=1, key=k("validate_every"))
+        a2.number_input("Sample grid every (steps)", min_value=1, key=k("sample_every"))
         st.text_area("Validation prompts (one per line)", key=k("prompts"), help="Default: captions from the dataset.")
         d1, d2 = st.columns(2)
         d1.selectbox("DeepSpeed ZeRO stage", ["off", "0", "1", "2"], key=k("zero_stage"), help="Runs under torchrun; 2 shards optimizer state and gradients.")
@@ -168,17 +189,56 @@ def launch_form() -> None:
         e2.number_input("Images per guidance", min_value=10, max_value=100_000, step=50, key=k("evaluate_n"), disabled=not st.session_state[k("evaluate")])
 
     backend_options()
-    if st.button("🚀 Launch", type="primary", disabled=dataset is None, key=k("launch")):
-        form = form_state()
-        try:
-            config = form.to_config()
-        except StudioError as exc:
+    left, right = st.columns([1, 5])
+    estimate_clicked = left.button("📏 Estimate", disabled=dataset is None, key=k("estimate_button"),
+                                   help="Run a few real steps of each stage in a separate process: peak memory, seconds per step, total time and cost.")
+    launch_clicked = right.button("🚀 Launch", type="primary", disabled=dataset is None, key=k("launch"))
+    form = form_state()
+    try:
+        key = form.launch_key()
+    except StudioError as exc:
+        if estimate_clicked or launch_clicked:
             st.error(str(exc), icon="⚠️")
-            return
-        with user_errors():
-            job = control.launch(config, backend=form.backend, processes=form.processes, sagemaker=form.sagemaker_options())
+        return
+    with user_errors():
+        measured = current_estimate(form, key, measure=estimate_clicked or launch_clicked)
+        if measured is not None:
+            estimate_panel(measured)
+        if launch_clicked and measured is not None and not measured.refusal:
+            job = control.launch(form.to_config(), backend=form.backend, processes=form.processes, sagemaker=form.sagemaker_options(), estimate=measured)
             st.session_state[WATCH] = job.id  # the Watch box follows the job just launched
             st.success(f"Launched job {job.id}: follow it under Jobs below.", icon="🚀")  # its status there stays live
+
+
+def current_estimate(form: TrainForm, key: str, measure: bool) -> LaunchEstimate | None:
+    """The estimate of the form as it is: kept from the last click while the form is unchanged, else
+    measured when `measure` (the Estimate or Launch button)."""
+    kept = st.session_state.get(ESTIMATE)
+    if kept and kept[0] == key:
+        return kept[1]
+    if not measure:
+        if kept:
+            st.caption("The form changed since the last estimate: Estimate or Launch measures again.")
+        return None
+    with st.spinner("Running a few real steps of each stage…"):
+        measured = estimate_launch(form.to_config(), form.sagemaker_options())
+    st.session_state[ESTIMATE] = (key, measured)
+    return measured
+
+
+def estimate_panel(measured: LaunchEstimate) -> None:
+    run, cloud = measured.run, measured.sagemaker
+    cols = st.columns(3 + len(run.stages))
+    cols[0].metric("Peak memory", f"{run.peak_memory_mb:,.0f} MB", help=f"{run.memory_measure} on this {run.device}, of {run.device_memory_mb:,.0f} MB")
+    for col, stage in zip(cols[1:], run.stages, strict=False):
+        col.metric(f"{stage.name} s/step", f"{stage.seconds_per_step:.3f}", help=f"{stage.steps} steps of batch {stage.batch_size}")
+    cols[-2].metric("Total time", minutes(measured.total_seconds) if measured.total_seconds is not None else "-",
+                    help="Steps × s/step plus measured allowances: " + ", ".join(f"{k} {v:.0f} s" for k, v in run.allowances.items()))
+    if cloud and cloud.on_demand_usd is not None:
+        cols[-1].metric("Cost", f"${cloud.on_demand_usd:,.2f}", f"spot ${cloud.spot_usd:,.2f}" if cloud.spot_usd is not None else None, delta_color="off",
+                        help=f"{cloud.instance_count} × {cloud.instance_type}; speed {cloud.speed_note}; prices of {cloud.price_date}.")
+    if measured.refusal:
+        st.error(measured.refusal, icon="🧮")
 
 
 def queue_table() -> None:

@@ -199,6 +199,27 @@ def test_the_playground_takes_a_signed_ticket_then_its_cookie(team: Path) -> Non
     assert client.get("/v1/models").status_code == 401  # the ticket opens the playground only
 
 
+
+def test_the_upload_box_takes_a_ticket_and_keeps_batches_to_their_sender(team: Path) -> None:
+    from app.api import BearerTokenMiddleware, create_app
+    from core.datasets import staging
+    from core.tokens import ticket
+
+    client = TestClient(create_app(playground=False), base_url="http://127.0.0.1")
+    mark = {"X-Studio-Upload": "1"}
+    assert client.post("/uploads/batches", headers=mark).status_code == 401
+    first = client.get("/uploads/", params={BearerTokenMiddleware.TICKET: ticket(ALICE)})
+    assert first.status_code == 200 and "Path=/uploads" in first.headers["set-cookie"]
+    batch = client.post("/uploads/batches", headers=mark).json()["id"]  # the cookie, as the box's script sends it
+    assert client.put(f"/uploads/batches/{batch}/files", params={"name": "a.zip"}, content=b"zip", headers=mark).json() == {"bytes": 3}
+    assert client.get("/v1/models").status_code == 401  # the ticket opens the upload box only
+    with acting_as(BOB):
+        assert staging.ready_batches() == []
+    viewer = TestClient(create_app(playground=False), base_url="http://127.0.0.1")
+    viewer.get("/uploads/", params={BearerTokenMiddleware.TICKET: ticket(VIEWER)})
+    refused = viewer.post("/uploads/batches", headers=mark)
+    assert refused.status_code == 403 and "viewer" in refused.json()["detail"]
+
 def test_team_mode_keeps_pages_to_the_studios_own_folder(team: Path, tmp_path: Path) -> None:
     from core.datasets.export import export_folder
     from core.datasets.ingest import import_dataset

@@ -65,3 +65,40 @@ def test_unknown_model_is_404_and_missing_export_422(client: TestClient, exporte
     assert response.status_code == 404 and "GET /v1/models" in response.json()["detail"]
     response = client.post("/v1/generate", json={"model": str(trained_model), "prompt": "a digit"})
     assert response.status_code == 404  # a path on the server is never a model name
+
+
+def test_lora_upload_then_generate_at_a_strength_and_a_non_square_size(
+    client: TestClient, exported: dict, trained_model, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import pickle
+
+    from core.modeling.io import load_components
+    from core.settings import reset_settings
+    from tests.test_inference_lora import write_lora
+
+    data = write_lora(load_components(trained_model).unet, tmp_path).read_bytes()
+    uploaded = client.post("/v1/loras", content=data, headers={"content-type": "application/octet-stream"})
+    assert uploaded.status_code == 201 and uploaded.json() == {"id": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    body = {"model": exported["run_id"], "prompt": "a handwritten digit five", "steps": 2, "seed": 4, "format": "png", "width": 48, "height": 24}
+    base = client.post("/v1/generate", json=body)
+    assert base.status_code == 200 and Image.open(io.BytesIO(base.content)).size == (48, 24)
+    for strength, same in ((0.0, True), (1.5, False)):
+        with_lora = client.post("/v1/generate", json={**body, "lora": uploaded.json()["id"], "lora_strength": strength})
+        assert with_lora.status_code == 200 and (with_lora.content == base.content) is same
+
+    refused = {
+        "onnx": client.post("/v1/generate", json={**body, "model": exported["export_id"], "backend": "onnx", "lora": uploaded.json()["id"]}),
+        "run without LoRA": client.post("/v1/generate", json={**body, "lora": exported["run_id"]}),
+        "path": client.post("/v1/generate", json={**body, "lora": str(tmp_path)}),
+        "pickle": client.post("/v1/loras", content=pickle.dumps({"unet.x.lora_A.weight": 1})),
+        "strength": client.post("/v1/generate", json={**body, "lora": uploaded.json()["id"], "lora_strength": 2.5}),
+    }
+    assert {name: r.status_code for name, r in refused.items()} == {"onnx": 422, "run without LoRA": 422, "path": 404, "pickle": 422, "strength": 422}
+    assert "PyTorch backend" in refused["onnx"].json()["detail"] and "no LoRA weights" in refused["run without LoRA"].json()["detail"]
+    assert "not a safetensors file" in refused["pickle"].json()["detail"]
+
+    monkeypatch.setenv("STUDIO_LORA_MAX_BYTES", "1024")
+    reset_settings()
+    too_big = client.post("/v1/loras", content=data)
+    assert too_big.status_code == 413 and "STUDIO_LORA_MAX_BYTES" in too_big.json()["detail"]

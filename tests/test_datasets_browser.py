@@ -54,3 +54,36 @@ def test_upload_zip_and_see_the_gallery(tmp_path: Path) -> None:
         page.wait_for_timeout(1500)
         screenshot(page, "datasets")
         browser.close()
+
+
+@pytest.mark.browser
+def test_a_folder_streamed_to_disk_through_the_upload_box_imports(tmp_path: Path) -> None:
+    """The upload box in its iframe sends a picked folder file by file to the API's upload route;
+    the finished upload appears on the page and imports under the name typed above."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.servers import free_port
+
+    folder = tmp_path / "pets"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"pet_{i}.png").write_bytes(circles(i))
+        (folder / f"pet_{i}.txt").write_text(f"a pet drawn as circles, number {i}")
+    env = {"STUDIO_PLAYGROUND_PORT": str(free_port())}
+    with studio_server(tmp_path / "home", env=env) as url, sync_playwright() as p:
+        browser = launch(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/datasets", timeout=60_000)
+        expect(page.get_by_text("Import images and captions")).to_be_visible(timeout=60_000)
+        page.get_by_placeholder("my-cats").fill("pets")
+        page.get_by_placeholder("my-cats").press("Enter")
+        page.get_by_text("Larger than 200 MB? Upload straight to disk").click()
+        box = page.frame_locator("iframe[src*='/uploads/']")  # once the API server has started
+        expect(box.get_by_text("Choose a folder")).to_be_visible(timeout=180_000)
+        box.locator("#folder").set_input_files(str(folder))
+        expect(box.get_by_text("Uploaded 12 file(s)")).to_be_visible(timeout=60_000)
+        row = page.get_by_text("pets/pet_0.png", exact=False)
+        expect(row).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="📥 Import").last.click()
+        expect(page.get_by_text("Imported 6 images")).to_be_visible(timeout=90_000)
+        browser.close()

@@ -78,6 +78,21 @@ def test_export_beyond_tolerance_fails_and_registers_nothing(export_home: dict, 
     assert get_tracking().client.search_registered_models() == []
 
 
+
+def test_an_export_keeps_the_sizes_a_bucketed_model_was_trained_at(export_home: dict, home: Path) -> None:
+    import json
+    import shutil
+
+    from core.datasets.buckets import TRAINED_SIZES_FILE
+    from core.export.exporter import export_model
+
+    folder = home / "bucketed"
+    shutil.copytree(Path(export_home["home"]) / "cache" / "models" / export_home["run_id"], folder)
+    sizes = {"sizes": [[40, 24], [32, 32]], "resolution": 32}
+    (folder / TRAINED_SIZES_FILE).write_text(json.dumps(sizes))
+    record = export_model(str(folder), home / "bucketed-onnx")
+    assert json.loads((Path(record.path) / TRAINED_SIZES_FILE).read_text()) == sizes
+
 def test_export_errors_are_one_sentence(home: Path, capsys: pytest.CaptureFixture) -> None:
     from app.cli import main
 

@@ -173,7 +173,7 @@ def test_the_journey(demo_home: Path, tmp_path: Path, monkeypatch: pytest.Monkey
             expect(field).to_have_value(value, timeout=30_000)
         before = {j.id for j in list_jobs()}
         page.get_by_role("button", name="🚀 Launch").click()
-        expect(page.get_by_text(re.compile(r"Launched job \S+: follow it"))).to_be_visible(timeout=120_000)
+        expect(page.get_by_text(re.compile(r"Launched job \S+: follow it"))).to_be_visible(timeout=240_000)  # after the estimate
         (second,) = [j for j in list_jobs() if j.id not in before]
         watch = page.get_by_role("combobox", name="Watch")
         expect(watch).to_have_value(re.compile(re.escape(second.id)), timeout=60_000)  # the Watch box follows the new job

@@ -33,14 +33,17 @@ def test_generate_history_and_compare_through_gradio_client(playground: str, exp
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
+    from app.playground import HISTORY_COLUMNS
+
     client = Client(playground, verbose=False)
     gallery, timing, seed, history = client.predict(
-        exported["export_id"], "ONNX Runtime", "a handwritten digit six", "", 4, 3.0, 21, False, "euler", 2, 40,
+        exported["export_id"], "ONNX Runtime", "a handwritten digit six", "", 4, 3.0, 21, False, "euler", 2, "40×24", "", 1.0,
         api_name="/on_generate",
     )
     assert len(gallery) == 2 and Path(gallery[0]["image"]).suffix == ".png"
     assert "ONNX Runtime (CPU)" in timing and seed == 21
     assert history["data"][0][:3] == [exported["export_id"], "ONNX Runtime", "a handwritten digit six"]
+    assert history["data"][0][HISTORY_COLUMNS.index("size")] == "40×24"
 
     compared, lines = client.predict(
         [exported["run_id"], exported["export_id"]], "PyTorch", "a handwritten digit one", 3, 3, 3.0, "ddim", api_name="/on_compare"
@@ -48,6 +51,32 @@ def test_generate_history_and_compare_through_gradio_client(playground: str, exp
     assert len(compared) == 2 and lines.count("PyTorch (CPU)") == 2
     with pytest.raises(AppError, match="two to four models"):
         client.predict([exported["run_id"]], "PyTorch", "x", 0, 1, 1.0, "ddim", api_name="/on_compare")
+
+
+def test_lora_upload_is_checked_then_applied_with_pytorch_only(playground: str, exported: dict, trained_model: Path, tmp_path: Path) -> None:
+    import pickle
+
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from app.playground import HISTORY_COLUMNS
+    from core.inference.lora import LORA_WEIGHTS
+    from core.modeling.io import load_components
+    from tests.test_inference_lora import write_lora
+
+    client = Client(playground, verbose=False)
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"unet.x.lora_A.weight": 1}))
+    with pytest.raises(AppError, match="not a safetensors file"):
+        client.predict(handle_file(str(evil)), api_name="/on_lora_upload")
+    picked = client.predict(handle_file(str(write_lora(load_components(trained_model).unet, tmp_path))), api_name="/on_lora_upload")
+    lora = picked["value"]  # the LoRA list, updated to the uploaded file's id
+    assert (f"uploaded {LORA_WEIGHTS} ({lora[:8]})", lora) in [tuple(c) for c in picked["choices"]]
+    form = [exported["run_id"], "PyTorch", "a handwritten digit six", "", 2, 3.0, 5, False, "ddim", 1, "32×32", lora]
+    gallery, timing, _, history = client.predict(*form, 1.0, api_name="/on_generate")
+    assert len(gallery) == 1 and history["data"][0][HISTORY_COLUMNS.index("lora")] == lora
+    with pytest.raises(AppError, match="PyTorch backend"):
+        client.predict(exported["export_id"], "ONNX Runtime", *form[2:], 1.0, api_name="/on_generate")
 
 
 @pytest.mark.browser

@@ -66,6 +66,7 @@ def test_the_default_form_is_the_demo_recipe() -> None:
         ({"v_prediction": True}, {"unet.prediction_type": "v_prediction"}),
         ({"mixed_precision": "bf16"}, {"mixed_precision": "bf16"}),
         ({"grad_checkpointing": True}, {"gradient_checkpointing": True}),
+        ({"buckets": True}, {"buckets.enabled": True}),
         ({"checkpoint_every": 50}, {"checkpoint_every": 50}),
         ({"validate_every": 60}, {"validate_every": 60}),
         ({"sample_every": 70}, {"sample_every": 70}),
@@ -73,6 +74,13 @@ def test_the_default_form_is_the_demo_recipe() -> None:
         ({"zero_stage": "2", "offload": True}, {"deepspeed.zero_stage": 2, "deepspeed.offload_optimizer": True}),
         ({"evaluate_n": 500}, {"evaluate.n": 500}),
         ({"preset": "finetune", "base_model": "/models/sd", "lora_rank": 8}, {"preset": "finetune", "base_model": "/models/sd", "unet.lora_rank": 8}),
+        (
+            {"preset": "finetune", "base_model": "/models/sd", "stage": "unet", "subject": True, "instance_prompt": "a photo of sks dog",
+             "class_prompt": "a photo of a dog", "prior_preservation": True, "prior_weight": 0.5, "class_images": 20},
+            {"preset": "finetune", "base_model": "/models/sd", "stage": "unet", "subject.instance_prompt": "a photo of sks dog",
+             "subject.class_prompt": "a photo of a dog", "subject.prior_preservation": True, "subject.prior_loss_weight": 0.5,
+             "subject.num_class_images": 20},
+        ),
     ],
 )
 def test_editing_a_field_changes_only_that_field(edits: dict[str, Any], expected: dict[str, Any]) -> None:

@@ -53,6 +53,28 @@ def test_sagemaker_options_show_a_cost_estimate(home: Path) -> None:
     assert any("Estimated cost" in c.value for c in at.caption)
 
 
+def test_estimate_shows_memory_time_cost_and_refuses_what_does_not_fit(demo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs import estimate
+    from jobs.records import list_jobs
+    from tests.test_estimate import canned
+
+    monkeypatch.setattr(estimate, "measure", lambda config: canned())  # the child process is tested in test_estimate.py
+    at = page()
+    at.radio(key="train.backend").set_value("sagemaker").run()
+    at.button(key="train.estimate_button").click().run()
+    assert not at.exception and not at.error
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Peak memory"] == "500 MB" and shown["vae s/step"] == "0.500" and shown["unet s/step"] == "0.500"
+    assert shown["Total time"].endswith(("s", "min")) and shown["Cost"].startswith("$")
+
+    monkeypatch.setattr(estimate, "measure", lambda config: canned(peak_mb=900_000.0))
+    number(at, "Seed").set_value(7)  # a changed form is measured again
+    at.radio(key="train.backend").set_value("local").run()
+    assert any("changed since the last estimate" in c.value for c in at.caption)
+    at.button(key="train.launch").click().run()
+    assert not at.exception and "needs about 900,000 MB" in at.error[0].value and not list_jobs()
+
+
 @pytest.mark.slow
 def test_form_validates_then_launches_a_real_job(demo: str) -> None:
     from core.training.config import build_config
@@ -87,6 +109,9 @@ def test_form_validates_then_launches_a_real_job(demo: str) -> None:
     run_keys = {"output_dir", "mlflow_run_id", "run_name"}
     assert {k: v for k, v in job.config.items() if k not in run_keys | {"processes"}} == build_config(edited).model_dump(mode="json", exclude=run_keys)
     assert job.config["unet"]["min_snr_gamma"] == 5.0
+    from core.tracking.runs import get_run
+
+    assert float(get_run(job.mlflow_run_id).data.tags["estimate.total_seconds"]) > 0  # measured at Launch, kept with the run
     # The live view shows the launched job; the queue lists it.
     assert any(job.id in md.value for md in at.markdown)
     assert job.id in at.dataframe[0].value["job"].tolist()

@@ -1,4 +1,4 @@
-"""`studio export|exports|serve`: ONNX exports and the HTTP API with the playground."""
+"""`studio export|exports|model|serve`: ONNX exports, files other tools load, and the HTTP API with the playground."""
 
 from __future__ import annotations
 
@@ -67,6 +67,39 @@ def cmd_exports(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_single_file(args: argparse.Namespace) -> int:
+    from core.modeling.exchange import single_file
+
+    out = single_file(args.ref, args.out)
+    size = out.stat().st_size
+    text = f"Wrote {out} ({size / 1e6:.1f} MB, Stable Diffusion layout); load it with the model folder as its config."
+    emit(args, {"path": str(out), "size_bytes": size}, text)
+    return 0
+
+
+def cmd_lora(args: argparse.Namespace) -> int:
+    import shutil
+
+    from core.files import atomic_path
+    from core.modeling.exchange import lora_file
+
+    source = lora_file(args.ref, args.format)
+    out = args.out / source.name if args.out.is_dir() else args.out
+    with atomic_path(out) as tmp:
+        shutil.copyfile(source, tmp)
+    emit(args, {"path": str(out), "format": args.format, "size_bytes": out.stat().st_size}, f"Wrote the {args.format} LoRA file {out}.")
+    return 0
+
+
+def cmd_import_single_file(args: argparse.Namespace) -> int:
+    from core.modeling.exchange import import_model
+
+    folder = import_model(args.file, args.config, args.name)
+    text = f"Imported {args.file.name} as the model folder {folder}; fine-tune it with preset finetune and base_model={folder}."
+    emit(args, {"path": str(folder), "name": args.name}, text)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -85,6 +118,20 @@ def register(sub: Any) -> None:
     p.add_argument("--name", help="registered model name in MLflow (default: <run name>-onnx)")
 
     add_command(sub, "exports", "list the ONNX exports", cmd_exports)
+
+    model = sub.add_parser("model", help="a model as files other tools load: one Stable Diffusion checkpoint, its LoRA adapter; import a checkpoint")
+    actions = model.add_subparsers(dest="action", required=True)
+    p = add_command(actions, "single-file", "write a run's or a folder's model as one .safetensors in the original Stable Diffusion layout", cmd_single_file)
+    p.add_argument("ref", help="MLflow run id or model folder")
+    p.add_argument("out", type=Path, help="the .safetensors file to write")
+    p = add_command(actions, "lora", "write a LoRA run's adapter alone, for diffusers' load_lora_weights or kohya / ComfyUI", cmd_lora)
+    p.add_argument("ref", help="MLflow run id or model folder")
+    p.add_argument("out", type=Path, help="the file to write, or a folder to write it into")
+    p.add_argument("--format", choices=("diffusers", "kohya"), default="diffusers")
+    p = add_command(actions, "import-single-file", "import a Stable Diffusion .safetensors checkpoint as a model folder (a fine-tuning base)", cmd_import_single_file)
+    p.add_argument("file", type=Path, help="the .safetensors checkpoint")
+    p.add_argument("--config", required=True, help="run id or model folder with the same architecture (configs, tokenizer, scheduler)")
+    p.add_argument("--name", required=True, help="the new model's name (STUDIO_HOME/models/<name>)")
 
     p = add_command(sub, "serve", "serve the HTTP API and the playground", cmd_serve)
     p.add_argument("--host", default="127.0.0.1")

@@ -65,6 +65,8 @@ def load_launch_config(args: argparse.Namespace) -> Any:
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from jobs import control
+    from jobs.estimate import estimate_launch
+    from jobs.sagemaker import SageMakerLaunch
 
     cloud = None
     if args.backend == "sagemaker":
@@ -72,7 +74,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
         if args.role:
             cloud["role"] = args.role
         cloud = {k: v for k, v in cloud.items() if v is not None}
-    job = control.launch(load_launch_config(args), backend=args.backend, name=args.name, processes=args.processes, sagemaker=cloud)
+    config = load_launch_config(args)
+    estimate = None
+    if args.dry_run or args.estimate:
+        options = SageMakerLaunch.model_validate(cloud).model_dump() if cloud is not None else None  # the defaults filled in
+        estimate = estimate_launch(config, options)
+    if args.dry_run:
+        emit(args, estimate.model_dump(mode="json"), estimate.summary())
+        return 1 if estimate.refusal else 0
+    job = control.launch(config, backend=args.backend, name=args.name, processes=args.processes, sagemaker=cloud, estimate=estimate)
     if args.detach:
         emit(args, job_summary(job), f"Submitted job {job.id} ({job.status}, MLflow run {job.mlflow_run_id}).")
         return 0
@@ -175,6 +185,8 @@ def add_launch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-hours", type=float, help="sagemaker: maximum run time")
     p.add_argument("--role", help="sagemaker: IAM role ARN (default STUDIO_SAGEMAKER_ROLE)")
     p.add_argument("--detach", action="store_true", help="return at once; the job keeps running")
+    p.add_argument("--estimate", action="store_true", help="first run a few real steps: refuse a run that would not fit, record the estimate with the run")
+    p.add_argument("--dry-run", action="store_true", help="print the estimate (memory, s/step, total time, SageMaker cost) and launch nothing")
 
 
 def register(sub: Any) -> None:

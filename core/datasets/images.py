@@ -93,7 +93,8 @@ def perceptual_hash(im: Image.Image) -> str:
         grey = grey.reduce(factor)
     if grey.size != (PHASH_SIDE, PHASH_SIDE):
         grey = grey.resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.BILINEAR)
-    low = DCT_LOW @ np.asarray(grey, dtype=np.float64) @ DCT_LOW.T
+    pixels = np.frombuffer(grey.tobytes(), np.uint8).reshape(PHASH_SIDE, PHASH_SIDE)  # asarray costs twice as much
+    low = DCT_LOW @ pixels.astype(np.float64) @ DCT_LOW.T
     ranked = np.sort(low, axis=None)
     median = (ranked[ranked.size // 2 - 1] + ranked[ranked.size // 2]) / 2  # np.median's value, at a tenth of its cost
     return np.packbits(low > median).tobytes().hex()

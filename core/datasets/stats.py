@@ -1,4 +1,4 @@
-"""Dataset statistics for the page's plots: sizes, aspect ratios, caption lengths, words, tags."""
+"""Dataset statistics for the page's plots: sizes, aspect ratios, caption lengths, words, tags, buckets."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import Counter
 
 import pandas as pd
 
+from core.datasets.buckets import BucketSummary, aspect_buckets, summarize
 from core.datasets.draft import DraftItem, caption_tokens
 from core.datasets.splits import split_key
 
@@ -39,3 +40,17 @@ def top_words(items: list[DraftItem], n: int = 25) -> pd.DataFrame:
 def class_balance(items: list[DraftItem]) -> pd.DataFrame:
     counts = Counter(split_key(i) or "(none)" for i in items)
     return pd.DataFrame(sorted(counts.items(), key=lambda kv: -kv[1]), columns=["class", "count"])
+
+
+def bucket_histogram(items: list[DraftItem], resolution: int, step: int, max_aspect: float) -> tuple[pd.DataFrame, BucketSummary]:
+    """Images per aspect-ratio bucket (most first) as a training at `resolution` would place them,
+    with how many of each are upscaled; the summary also counts the images left out."""
+    summary = summarize(((i.width, i.height) for i in items), aspect_buckets(resolution, step, max_aspect=max_aspect))
+    frame = pd.DataFrame(
+        {
+            "bucket": [f"{w}×{h}" for w, h in summary.images],
+            "images": list(summary.images.values()),
+            "upscaled": list(summary.upscaled.values()),
+        }
+    )
+    return frame, summary

@@ -16,6 +16,7 @@ import torch
 
 from core import audit
 from core.access import require, server_path
+from core.datasets.buckets import TRAINED_SIZES_FILE
 from core.db import Export, new_id, session_scope
 from core.errors import StudioError
 from core.export.graphs import PARTS, export_graphs
@@ -78,6 +79,8 @@ def export_model(ref: str, out: Path | None = None, fp16: bool = False, name: st
 
     with staged_folder(out) as tmp:
         export_graphs(components, tmp, lambda f, text: step(0.05 + 0.55 * f, text))
+        if (folder / TRAINED_SIZES_FILE).is_file():  # so the playground offers its sizes for the export too
+            shutil.copy2(folder / TRAINED_SIZES_FILE, tmp / TRAINED_SIZES_FILE)
         for i, part in enumerate(PARTS):
             step(0.6 + 0.1 * i / len(PARTS), f"Optimizing the {part.replace('_', ' ')} graph…")
             optimize_graph(tmp / part / "model.onnx")

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from core.modeling.presets import Components
+from core.modeling.tokenizer import write_vocab_files
 
 OPSET = 17
 PARTS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
@@ -143,6 +144,7 @@ def export_graph(name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...],
 def save_configs(components: Components, out: Path) -> None:
     """What the ONNX pipeline needs besides the graphs: tokenizer, scheduler, configs, the index."""
     components.tokenizer.save_pretrained(out / "tokenizer")
+    write_vocab_files(out / "tokenizer")  # Optimum's pipelines on transformers 4.x read these
     components.scheduler.save_pretrained(out / "scheduler")
     components.text_encoder.config.save_pretrained(out / "text_encoder")
     components.unet.save_config(out / "unet")

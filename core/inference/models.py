@@ -7,6 +7,8 @@ uses the run's newest export; PyTorch on an export uses the model it was exporte
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -17,14 +19,19 @@ from typing import Literal, Protocol
 from PIL import Image
 from pydantic import BaseModel
 
+from core.datasets.buckets import TRAINED_SIZES_FILE
 from core.errors import StudioError
-from core.inference.torch_backend import GenerateRequest, size_limits
+from core.inference.lora import lora_path
+from core.inference.torch_backend import GenerateRequest, size_fits
 
 Backend = Literal["torch", "onnx"]
 BACKEND_LABELS: dict[str, str] = {"torch": "PyTorch", "onnx": "ONNX Runtime"}
 
+log = logging.getLogger(__name__)
+
 
 class Generator(Protocol):
+    folder: Path
     resolution: int
     size_multiple: int
     label: str
@@ -139,20 +146,40 @@ def generate_side_by_side(run_ids: list[str], request: GenerateRequest) -> dict[
 
 
 # One generation or model load at a time: the cores (and the GPU's memory) are shared by every
-# request, and two requests for a model not loaded yet must not load it twice.
+# request, two requests for a model not loaded yet must not load it twice, and a LoRA one request
+# loads into a cached model is unloaded before another request uses that model.
 _lock = threading.Lock()
 
 
 def generate(ref: str, request: GenerateRequest, backend: Backend = "torch") -> Generation:
     with _lock:
         generator = load_generator(ref, backend)
+        if request.lora and backend == "torch" and lora_path(request.lora).resolve().is_relative_to(generator.folder.resolve()):
+            # A LoRA run's final model holds its adapter merged in (lora/ is a copy): applying it again doubles it.
+            raise StudioError("This model already has that LoRA merged in; apply the LoRA to the base model it was fine-tuned from.")
         started = time.perf_counter()
         images = generator(request)
         return Generation(images=images, seconds=time.perf_counter() - started, backend_label=generator.label)
 
 
-def model_limits(ref: str, backend: Backend = "torch") -> dict[str, int]:
+def trained_sizes(folder: Path) -> list[tuple[int, int]]:
+    """The (width, height) sizes a model was trained at, most common first, from the `buckets.json`
+    aspect-ratio bucketing writes into its folder ({"sizes": [[w, h], ...], "resolution": R}); [] without one."""
+    path = folder / TRAINED_SIZES_FILE
+    if not path.is_file():
+        return []
+    try:
+        return [(int(w), int(h)) for w, h in json.loads(path.read_text())["sizes"]]
+    except (ValueError, KeyError, TypeError):  # a hint only: a damaged file must not stop generation
+        log.warning("Ignoring %s: it is not {\"sizes\": [[width, height], ...]}.", path)
+        return []
+
+
+def model_sizes(ref: str, backend: Backend = "torch") -> list[tuple[int, int]]:
+    """The (width, height) sizes to offer for a model: its square training size first, then the
+    bucket sizes it was trained at that it can generate."""
     with _lock:
         generator = load_generator(ref, backend)
-    low, high = size_limits(generator.resolution, generator.size_multiple)
-    return {"resolution": generator.resolution, "multiple": generator.size_multiple, "min_size": low, "max_size": high}
+    resolution, multiple = generator.resolution, generator.size_multiple
+    sizes = [(resolution, resolution), *trained_sizes(generator.folder)]
+    return list(dict.fromkeys(s for s in sizes if all(size_fits(v, resolution, multiple) for v in s)))

@@ -138,6 +138,8 @@ class OnnxGenerator:
         return self.text_encoder.run(None, {"input_ids": ids})[0]
 
     def __call__(self, request: GenerateRequest) -> list[Image.Image]:
+        if request.lora:
+            raise StudioError("LoRA needs the PyTorch backend (an ONNX export is a fixed graph), so pick PyTorch or no LoRA.")
         height, width = check_size(request, self.resolution, self.size_multiple)
         cfg = request.guidance > 1
         n = request.batch

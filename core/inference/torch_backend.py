@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -9,6 +10,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.errors import StudioError
+from core.inference.lora import applied, lora_path
 from core.inference.schedulers import SchedulerName, make_scheduler
 from core.modeling.io import load_components, pipeline_for
 from core.modeling.presets import Components
@@ -29,6 +31,8 @@ class GenerateRequest(BaseModel):
     batch: int = Field(1, ge=1, le=16)
     height: int | None = Field(None, ge=8, le=2048, multiple_of=8)
     width: int | None = Field(None, ge=8, le=2048, multiple_of=8)
+    lora: str | None = Field(None, description="a LoRA to apply: a run trained with LoRA (its id or model folder), or an uploaded LoRA's id")
+    lora_strength: float = Field(1.0, ge=0, le=2)
 
 
 def size_limits(resolution: int, multiple: int) -> tuple[int, int]:
@@ -36,12 +40,17 @@ def size_limits(resolution: int, multiple: int) -> tuple[int, int]:
     return max(multiple, resolution // 2 // multiple * multiple), resolution * 2
 
 
+def size_fits(value: int, resolution: int, multiple: int) -> bool:
+    low, high = size_limits(resolution, multiple)
+    return value % multiple == 0 and low <= value <= high
+
+
 def check_size(request: GenerateRequest, resolution: int, multiple: int) -> tuple[int, int]:
     """The request's (height, width), defaulting to the model's resolution; a StudioError if out of range."""
     low, high = size_limits(resolution, multiple)
     size = (request.height or resolution, request.width or resolution)
     for name, value in zip(("height", "width"), size):
-        if value % multiple or not low <= value <= high:
+        if not size_fits(value, resolution, multiple):
             raise StudioError(f"The {name} must be a multiple of {multiple} between {low} and {high} for this model (got {value}).")
     return size
 
@@ -67,15 +76,17 @@ def generate_with(components: Components, request: GenerateRequest, device: torc
     pipe.to(device)
     height, width = check_size(request, components.resolution, components_size_multiple(components))
     generator = torch.Generator("cpu").manual_seed(request.seed)
-    out = pipe(
-        prompt=[clean_caption(request.prompt)] * request.batch,
-        negative_prompt=[clean_caption(request.negative_prompt)] * request.batch if request.guidance > 1 else None,
-        num_inference_steps=request.steps,
-        guidance_scale=request.guidance,
-        height=height,
-        width=width,
-        generator=generator,
-    )
+    # The LoRA is loaded into the (shared, possibly cached) components for this call only.
+    with applied(pipe, lora_path(request.lora), request.lora_strength) if request.lora else nullcontext():
+        out = pipe(
+            prompt=[clean_caption(request.prompt)] * request.batch,
+            negative_prompt=[clean_caption(request.negative_prompt)] * request.batch if request.guidance > 1 else None,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            height=height,
+            width=width,
+            generator=generator,
+        )
     return list(out.images)
 
 

@@ -7,7 +7,9 @@ Loading refuses pickle-based weights (`.bin`, `.pt`, `.ckpt`), which can run cod
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from core.errors import StudioError
 from core.files import staged_folder
@@ -32,21 +34,48 @@ def pipeline_for(components: Components):  # type: ignore[no-untyped-def]
     )
 
 
-def save_components(components: Components, folder: Path, merge_lora: bool = True) -> Path:
+def save_components(components: Components, folder: Path, merge_lora: bool = True, training: Mapping[str, Any] | None = None) -> Path:
     """Write the model atomically: into a temporary sibling folder, then renamed into place.
 
     A UNet with LoRA adapters is saved plain (see core.modeling.lora): merged for a final model,
-    the unmerged base for a checkpoint (`merge_lora=False`).
+    the unmerged base for a checkpoint (`merge_lora=False`). A final model also keeps the adapter
+    alone in `lora/` (core.modeling.lora_files), with `training` (the run's flattened config) in
+    its kohya metadata. The text encoder and tokenizer are written as published CLIP models are.
     """
     from dataclasses import replace
 
     from core.modeling.lora import has_lora, plain_unet
+    from core.modeling.lora_files import FOLDER, save_lora_files
+    from core.modeling.tokenizer import write_vocab_files
 
+    plain = components
     if has_lora(components.unet):
-        components = replace(components, unet=plain_unet(components.unet, merged=merge_lora))
+        plain = replace(components, unet=plain_unet(components.unet, merged=merge_lora))
     with staged_folder(folder) as tmp:
-        pipeline_for(components).save_pretrained(tmp, safe_serialization=True)
+        pipeline_for(plain).save_pretrained(tmp, safe_serialization=True)
+        publish_text_encoder(tmp / "text_encoder")
+        write_vocab_files(tmp / "tokenizer")
+        if merge_lora and plain is not components:
+            save_lora_files(components, tmp / FOLDER, training)
     return folder
+
+
+def publish_text_encoder(folder: Path) -> None:
+    """Give the saved CLIP text encoder's keys their published `text_model.` level back.
+
+    transformers ≥ 5.6 saves CLIPTextModel without it; transformers 4.x (and the tools built on it)
+    then matches no key and silently loads random weights. openai/clip-vit-large-patch14 and SD 1.x
+    keep the level, and transformers 5 reads both layouts.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    for path in folder.glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+        state = load_file(str(path))
+        published = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in state.items()}
+        save_file(published, str(path), metadata=metadata)
 
 
 def check_model_folder(folder: Path) -> None:

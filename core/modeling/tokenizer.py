@@ -2,7 +2,8 @@
 
 The vocabulary becomes a Hugging Face `CLIPTokenizer` (49,408 tokens, bos 49406, eos/pad 49407)
 once and is cached under STUDIO_HOME. `import open_clip` needs torchvision, which breaks this
-stack, so the vocabulary file is read by path.
+stack, so the vocabulary file is read by path. A saved tokenizer folder also gets the files of a
+published CLIP tokenizer (`write_vocab_files`), so slow tokenizers and other tools load it too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import gzip
 import html
 import importlib.util
+import json
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +24,7 @@ from core.settings import get_settings
 MAX_LENGTH = 77
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 N_MERGES = 49152 - 256 - 2
+MERGES_HEADER = "#version: 0.2"  # the first line of openai/clip-vit-large-patch14's merges.txt
 
 
 def clean_caption(text: str) -> str:
@@ -73,3 +76,16 @@ def load_tokenizer() -> CLIPTokenizer:
 def count_tokens(text: str) -> int:
     """Tokens of a caption including bos/eos, as the text encoder sees them before truncation."""
     return len(load_tokenizer()(clean_caption(text)).input_ids)
+
+
+def write_vocab_files(folder: Path) -> None:
+    """Add `vocab.json`, `merges.txt` and `special_tokens_map.json` beside a saved `tokenizer.json`:
+    what transformers 4.x's slow `CLIPTokenizer` and other CLIP loaders read instead."""
+    saved = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    model = saved["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    special = {key: config[key] for key in ("bos_token", "eos_token", "unk_token", "pad_token") if key in config}
+    (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("\n".join([MERGES_HEADER, *merges]) + "\n", encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")

@@ -3,7 +3,8 @@
 Everything reads what the engine logs (core/training/loop.py): the flattened TrainConfig as params,
 tags `dataset`/`preset`/`stage`/`job_id`/`backend`, stepped metrics, one stepped image per
 validation prompt (`prompt_00`, ...) plus the whole grid (`samples`), `validation_prompts.json`
-and the final model in the `model` artifact folder.
+and the final model in the `model` artifact folder. A run launched with an estimate has its
+`estimate.*` tags (`jobs.estimate`), compared with its duration once it finished.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 from core.errors import StudioError
 from core.tracking.artifacts import MODEL, artifact_tree, list_artifacts
 from core.tracking.connection import get_tracking
+from core.tracking.writes import ESTIMATE_TAG
 
 STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 NOTE_TAG = "mlflow.note.content"
@@ -56,6 +58,14 @@ class RunRow:
     started: datetime
     duration_s: float | None
     metrics: dict[str, float] = field(default_factory=dict)
+    estimated_s: float | None = None  # the launch's estimate of the run's wall time (`estimate.total_seconds`)
+
+    @property
+    def estimate_error_pct(self) -> float | None:
+        """(estimated − actual) / actual in %, once the run finished; positive: it took less than estimated."""
+        if self.estimated_s is None or self.status != "FINISHED" or not self.duration_s:
+            return None
+        return (self.estimated_s - self.duration_s) / self.duration_s * 100
 
 
 @dataclass
@@ -153,7 +163,15 @@ def _row(run: Run) -> RunRow:
         started=datetime.fromtimestamp(start, tz=UTC),
         duration_s=(end or datetime.now(UTC).timestamp()) - start if info.status != "SCHEDULED" else None,
         metrics=dict(data.metrics),
+        estimated_s=_number(data.tags.get(f"{ESTIMATE_TAG}total_seconds")),
     )
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def list_runs(query: RunQuery | None = None, page_token: str | None = None) -> RunPage:

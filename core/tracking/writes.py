@@ -96,6 +96,13 @@ def set_tags(run_id: str, tags: dict[str, str]) -> None:
     get_tracking().client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+ESTIMATE_TAG = "estimate."  # the launch's estimate, e.g. `estimate.total_seconds`, compared with the run's duration
+
+
+def record_estimate(run_id: str, values: dict[str, float]) -> None:
+    set_tags(run_id, {f"{ESTIMATE_TAG}{key}": f"{value:.6g}" for key, value in values.items()})
+
+
 def log_image(run_id: str, image: Image.Image, key: str, step: int) -> None:
     get_tracking().client.log_image(run_id, image, key=key, step=step)
 

@@ -29,18 +29,21 @@ from torch import nn
 
 from core.errors import StudioError
 from core.files import atomic_path, atomic_write_text
+from core.inference.torch_backend import components_size_multiple, size_limits
 from core.modeling.io import load_components, save_components
 from core.modeling.lora import add_lora, has_lora, load_lora_state, lora_state
 from core.modeling.presets import Components, build_components
 from core.tracking import flatten
+from core.training.buckets import bucket_spec, sample_sizes, write_trained_sizes
 from core.training.checkpoint import checkpoint_name, hold_checkpoints, load_state, resolve_resume, save_checkpoint, save_state
 from core.training.config import StageConfig, TrainConfig
-from core.training.data import batch_indices, load_splits
+from core.training.data import batch_indices, load_splits, prior_batch_indices
 from core.training.distributed import Dist, Engine, init_distributed
 from core.training.logline import format_line, metric_key
 from core.training.metrics import MetricsSink
 from core.training.objectives import DenoiseObjective, VaeObjective, embed_captions, tokenize
-from core.training.validation import encode_stats, head, heldout_loss, prompt_grid, reconstruction, sample_rows
+from core.training.subject import class_grid, class_images, subject_prompts, subject_splits
+from core.training.validation import encode_stats, heldout_loss, prompt_grid, reconstruction, sample_rows
 
 log = logging.getLogger("core.training")
 STATUS_FILE = "status.json"
@@ -90,11 +93,25 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision)
         if config.mixed_precision == "fp16" and d.device.type != "cuda":
             raise StudioError("Mixed precision fp16 needs a GPU; use bf16 or no on a CPU.")
+        subject = config.subject
+        # Generated class images come from the base as it is on disk, before any adapter or step.
+        self.classes = class_images(config, d) if subject and subject.prior_preservation else None
         self.components = self._load_model(model_dir)
         self.resolution = self.components.resolution
+        step = components_size_multiple(self.components)
+        spec = bucket_spec(config.buckets, self.resolution, step, size_limits(self.resolution, step))
         log.info("Loading %s at %dx%d", data_dir, self.resolution, self.resolution)
-        self.train_split, self.val_split = load_splits(data_dir, self.resolution)
-        self.prompts = config.validation_prompts or sorted(set(self.val_split.captions) | set(self.train_split.captions))[:10]
+        self.train_split, self.val_split = load_splits(data_dir, spec)
+        if config.buckets.enabled:
+            used = ", ".join(f"{w}x{h} ({n})" for (w, h), n in zip(self.train_split.sizes, self.train_split.counts, strict=True))
+            log.info("Train images by bucket: %s; %d upscaled, %d left out as too elongated", used, self.train_split.upscaled, self.train_split.dropped)
+        self.sizes = self.train_split.sizes  # the dataset's bucket sizes, most images first: what inference offers
+        self.prior_buckets = 0  # buckets of class images at the end of the train split (prior preservation)
+        if subject:
+            buckets = len(self.train_split.buckets)
+            self.train_split, self.val_split = subject_splits(config, self.train_split, self.val_split, self.classes, spec)
+            self.prior_buckets = len(self.train_split.buckets) - buckets
+        self.prompts = config.validation_prompts or subject_prompts(subject) or sorted(set(self.val_split.captions) | set(self.train_split.captions))[:10]
         self.sink = MetricsSink(config.checkpoints / "metrics.jsonl", config.mlflow_run_id) if d.main else None
         self.generator = torch.Generator().manual_seed(config.seed * 7919 + d.rank)
         self.ema: EMAModel | None = None
@@ -149,7 +166,7 @@ class Trainer:
         for step in range(start, cfg.steps):
             totals: dict[str, torch.Tensor] = {}
             for micro in range(cfg.grad_accum):
-                idx = batch_indices(len(self.train_split), cfg.batch_size, step * cfg.grad_accum + micro, c.seed, d.rank, d.world)
+                idx = self._batch(cfg, step * cfg.grad_accum + micro)
                 inputs = stage.inputs(idx)
                 with engine.sync(last_micro_step=micro == cfg.grad_accum - 1):
                     with self._autocast():
@@ -188,10 +205,11 @@ class Trainer:
     def _vae_stage(self) -> Stage:
         cfg, vae = self.config.vae, self.components.vae
         vae.requires_grad_(True).train()
-        channels, size = vae.config.latent_channels, self.resolution // 2 ** (len(vae.config.block_out_channels) - 1)
+        channels, factor = vae.config.latent_channels, 2 ** (len(vae.config.block_out_channels) - 1)
 
         def inputs(idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return self.train_split.pixels(idx).to(self.d.device), self._rand(len(idx), channels, size, size)
+            pixels = self.train_split.pixels(idx).to(self.d.device)  # one bucket: one size
+            return pixels, self._rand(len(idx), channels, pixels.shape[2] // factor, pixels.shape[3] // factor)
 
         def validate() -> dict[str, float]:
             return reconstruction(vae, self.val_split, self.d.device)
@@ -199,8 +217,9 @@ class Trainer:
         def finish() -> None:
             vae.requires_grad_(False).eval()
             # Scale latents to unit variance, as Stable Diffusion's 0.18215 does for its VAE.
-            mean, _ = encode_stats(vae, head(self.train_split, SCALE_SAMPLES), self.d.device)
-            vae.register_to_config(scaling_factor=1.0 / float(mean.std().clamp_min(1e-6)))
+            stats = encode_stats(vae, self.train_split.head(SCALE_SAMPLES), self.d.device)
+            std = torch.cat([mean.flatten() for mean, _ in stats]).std()  # over every bucket's latents
+            vae.register_to_config(scaling_factor=1.0 / float(std.clamp_min(1e-6)))
             log.info("Latent scaling factor: %.5f", vae.config.scaling_factor)
 
         return Stage("vae", cfg, VaeObjective(vae, cfg.kl_weight), inputs, validate, finish)
@@ -214,7 +233,8 @@ class Trainer:
         if not cfg.lora_rank:
             c.unet.requires_grad_(True)
         c.unet.train()
-        objective = DenoiseObjective(c.unet, c.text_encoder if train_text else None, c.scheduler, cfg.min_snr_gamma)
+        prior_weight = self.config.subject.prior_loss_weight if self.config.subject else 1.0
+        objective = DenoiseObjective(c.unet, c.text_encoder if train_text else None, c.scheduler, cfg.min_snr_gamma, prior_weight)
         # Encoding the whole split up front pays off only when the run sees at least that many images;
         # decided on the total step count so a resumed run makes the same choice.
         worth_it = cfg.steps * cfg.batch_size * cfg.grad_accum >= len(self.train_split)
@@ -228,10 +248,11 @@ class Trainer:
                 return tokenize(c.tokenizer, captions, self.d.device)
             return torch.stack([embeddings[t] for t in captions])
 
-        def inputs(idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def part(idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
             with torch.no_grad():
-                if cache is not None:
-                    mean, std = cache[0][idx], cache[1][idx]
+                if cache is not None:  # one latent tensor per bucket
+                    bucket, local = self.train_split.locate(idx)
+                    mean, std = cache[bucket][0][local], cache[bucket][1][local]
                 else:
                     dist = c.vae.encode(self.train_split.pixels(idx).to(self.d.device)).latent_dist
                     mean, std = dist.mean, dist.std
@@ -244,6 +265,12 @@ class Trainer:
             timesteps = torch.randint(0, c.scheduler.config.num_train_timesteps, (len(idx),), generator=self.generator).to(self.d.device)
             return latents, noise, timesteps, text(captions)
 
+        def inputs(idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            if not self.prior_buckets:
+                return part(idx)
+            half = len(idx) // 2  # subject images, then as many class images (maybe of another size)
+            return (*part(idx[:half]), *part(idx[half:]))
+
         def finish() -> None:
             c.unet.eval()
             c.text_encoder.eval()
@@ -253,6 +280,15 @@ class Trainer:
                 return heldout_loss(c, self.val_split, self.d.device, text, encode_text=train_text)
 
         return Stage("unet", cfg, objective, inputs, validate, finish, samples=True, ema_decay=cfg.ema_decay)
+
+    def _batch(self, cfg: StageConfig, number: int) -> torch.Tensor:
+        """The image indices of micro-batch `number`: a pure function of (seed, number, rank), so a
+        resumed run sees the batches an uninterrupted one would have."""
+        c, d, counts = self.config, self.d, self.train_split.counts
+        if self.prior_buckets:  # subject images, then as many class images
+            subject = len(counts) - self.prior_buckets
+            return prior_batch_indices(counts[:subject], counts[subject:], cfg.batch_size, number, c.seed, d.rank, d.world)
+        return batch_indices(counts, cfg.batch_size, number, c.seed, d.rank, d.world)
 
     @contextlib.contextmanager
     def _eval_weights(self) -> Iterator[None]:
@@ -280,7 +316,7 @@ class Trainer:
         c = self.config
         settings = {"steps": c.sample_steps, "guidance": c.sample_guidance, "seed": c.sample_seed, "batch": c.sample_images_per_prompt}
         with self._eval_weights():
-            rows = sample_rows(self.components, self.prompts, self.d.device, **settings)
+            rows = sample_rows(self.components, self.prompts, self.d.device, sample_sizes(self.sizes, self.resolution), **settings)
         grid = prompt_grid(rows, self.prompts)
         path = c.output_dir / "samples" / f"step-{step:07d}.png"
         with atomic_path(path) as tmp:
@@ -315,6 +351,11 @@ class Trainer:
             tags["dataset"] = self.config.dataset
         self.sink.tags(tags)
         self.sink.artifact_text(json.dumps(self.prompts, indent=1), "validation_prompts.json")
+        if self.classes is not None:
+            folder = self.config.output_dir / "class-images"
+            with atomic_path(folder / "grid.png") as tmp:
+                class_grid(self.classes).save(tmp, format="PNG")
+            self.sink.artifacts(folder, "class_images")
 
     def _restore(self, engine: Engine, state: dict[str, Any] | None, resume: Path | None) -> int:
         """The optimizer, EMA and LoRA state of a resumed stage; returns its step (0 for a fresh stage)."""
@@ -357,7 +398,9 @@ class Trainer:
     def _finish(self) -> Path:
         model_dir = self.config.output_dir / "model"
         if self.d.main:
-            save_components(self.components, model_dir)
+            save_components(self.components, model_dir, training=flatten(self.config.model_dump(mode="json")))
+            if self.config.buckets.enabled:  # the sizes inference offers for this model
+                write_trained_sizes(model_dir, self.sizes, self.resolution)
             if "unet" in self.config.stages():
                 self._sample(self.config.unet.steps)
             if self.sink:

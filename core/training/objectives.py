@@ -51,7 +51,12 @@ def embed_captions(text_encoder: nn.Module, tokenizer: CLIPTokenizer, captions: 
 
 
 class DenoiseObjective(nn.Module):
-    """Noise (or v) prediction, optionally min-SNR-γ weighted; the text encoder trains if it has grads."""
+    """Noise (or v) prediction, optionally min-SNR-γ weighted; the text encoder trains if it has grads.
+
+    Subject fine-tuning with prior preservation passes the class images' inputs after the subject's
+    (`*prior`, possibly of another size): the loss is the subject's plus `prior_loss_weight` times
+    the class images', as diffusers' train_dreambooth computes it.
+    """
 
     def __init__(
         self,
@@ -59,12 +64,14 @@ class DenoiseObjective(nn.Module):
         text_encoder: nn.Module | None,
         scheduler: DDPMScheduler,
         min_snr_gamma: float | None,
+        prior_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.unet = unet
         self.text_encoder = text_encoder
         self.scheduler = scheduler
         self.min_snr_gamma = min_snr_gamma
+        self.prior_loss_weight = prior_loss_weight
 
     def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         if self.scheduler.config.prediction_type == "v_prediction":
@@ -77,8 +84,15 @@ class DenoiseObjective(nn.Module):
         noise: torch.Tensor,
         timesteps: torch.Tensor,
         text: torch.Tensor,
+        *prior: torch.Tensor,
         weighted: bool = True,
     ) -> dict[str, torch.Tensor]:
+        loss = self.loss(latents, noise, timesteps, text, weighted)
+        if prior:
+            loss = loss + self.prior_loss_weight * self.loss(*prior, weighted=weighted)
+        return {"loss": loss}
+
+    def loss(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, weighted: bool) -> torch.Tensor:
         # `text` is token ids when the text encoder trains, cached embeddings otherwise.
         hidden = self.text_encoder(text)[0] if self.text_encoder is not None else text
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
@@ -91,4 +105,4 @@ class DenoiseObjective(nn.Module):
             if self.scheduler.config.prediction_type == "v_prediction":
                 weight = torch.clamp(snr, max=self.min_snr_gamma) / (snr + 1)
             loss = loss * weight
-        return {"loss": loss.mean()}
+        return loss.mean()

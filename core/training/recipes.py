@@ -44,9 +44,27 @@ FASHION: dict[str, Any] = {
     "evaluate": {"n": 200},
 }
 
-RECIPES = {"demo": DEMO, "quick-demo": QUICK_DEMO, "fashion": FASHION}
+# Subject fine-tuning (DreamBooth) with LoRA, after diffusers' train_dreambooth_lora: a handful of
+# photos of one subject, all captioned with a rare token ("sks"), plus class images the base
+# generates first so the class keeps its look. The placeholders (base_model: a local Stable
+# Diffusion folder; dataset: the subject's photos; the prompts) are the user's to fill in.
+SUBJECT: dict[str, Any] = {
+    "preset": "finetune",
+    "base_model": "path/to/base-model",
+    "stage": "unet",
+    "dataset": "my-subject",
+    "unet": {"steps": 400, "batch_size": 1, "lr": 1e-4, "lr_schedule": "constant", "warmup_steps": 0, "caption_dropout": 0.0, "lora_rank": 8},
+    "subject": {"instance_prompt": "a photo of sks dog", "class_prompt": "a photo of a dog", "prior_preservation": True, "prior_loss_weight": 1.0, "num_class_images": 100},
+    "validate_every": 50,
+    "sample_every": 100,
+    "checkpoint_every": 100,
+    "sample_guidance": 7.5,
+}
+
+RECIPES = {"demo": DEMO, "quick-demo": QUICK_DEMO, "fashion": FASHION, "subject": SUBJECT}
 DESCRIPTIONS = {
     "demo": "the digits demo: tiny model, both stages, about 20 minutes on a CPU",
     "quick-demo": "the digits demo in a few minutes: enough to see the loss fall",
     "fashion": "Fashion-MNIST (import it on the Datasets page first): the quality benchmark's recipe",
+    "subject": "one subject from a few photos (DreamBooth, LoRA rank 8, prior preservation): set your base model, dataset and prompts",
 }

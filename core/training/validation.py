@@ -2,7 +2,8 @@
 
 Plain functions of the model and a split, so the numbers do not depend on the loop's state: the
 VAE's reconstruction error, the UNet's held-out loss with fixed noise and timesteps, and one row of
-generated images per validation prompt with fixed seeds.
+generated images per validation prompt with fixed seeds (at each of the sizes sampled). A split's
+buckets are measured one at a time; with one bucket the numbers are the square-only studio's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image, ImageDraw, ImageFont
 
+from core.datasets.buckets import Size
 from core.inference.torch_backend import GenerateRequest, generate_with, image_grid
 from core.modeling.presets import Components
 from core.training.data import Split
@@ -22,20 +24,17 @@ from core.training.objectives import DenoiseObjective
 VAL_LIMIT = 256  # held-out images measured; enough for a stable mean, cheap at every validation
 
 
-def head(split: Split, n: int) -> Split:
-    n = min(len(split), n)
-    return Split(split.images[:n], split.captions[:n])
-
-
 @torch.no_grad()
-def encode_stats(vae: AutoencoderKL, split: Split, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std of every image of a split (also the loop's latent cache)."""
-    means, stds = [], []
-    for chunk in torch.arange(len(split)).split(128):
+def encode_stats(vae: AutoencoderKL, split: Split, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Posterior mean and std of every image of a split, one pair per bucket (also the loop's latent cache)."""
+    means: list[list[torch.Tensor]] = [[] for _ in split.buckets]
+    stds: list[list[torch.Tensor]] = [[] for _ in split.buckets]
+    for chunk in split.chunks(128):
+        bucket, _ = split.locate(chunk)
         dist = vae.encode(split.pixels(chunk).to(device)).latent_dist
-        means.append(dist.mean)
-        stds.append(dist.std)
-    return torch.cat(means), torch.cat(stds)
+        means[bucket].append(dist.mean)
+        stds[bucket].append(dist.std)
+    return [(torch.cat(m), torch.cat(s)) for m, s in zip(means, stds, strict=True)]
 
 
 @torch.no_grad()
@@ -44,8 +43,8 @@ def reconstruction(vae: AutoencoderKL, split: Split, device: torch.device) -> di
     was_training = vae.training
     vae.eval()
     errors = []
-    for chunk in split.pixels(torch.arange(min(len(split), VAL_LIMIT))).split(64):
-        chunk = chunk.to(device)
+    for index in split.head(VAL_LIMIT).chunks(64):
+        chunk = split.pixels(index).to(device)
         recon = vae.decode(vae.encode(chunk).latent_dist.mean).sample.clamp(-1, 1)
         errors.append(((recon - chunk) ** 2).flatten(1).mean(1).cpu())
     vae.train(was_training)
@@ -62,16 +61,17 @@ def heldout_loss(
     """`val_loss`: the unweighted denoising loss with fixed noise and timesteps, so values are
     comparable across steps and runs. `text` gives the objective's text input for captions."""
     c = components
-    val = head(split, VAL_LIMIT)
+    val = split.head(VAL_LIMIT)
     fixed = torch.Generator().manual_seed(20_251_126)
-    latents = encode_stats(c.vae, val, device)[0] * c.vae.config.scaling_factor
-    noise = torch.randn(latents.shape, generator=fixed).to(device)
+    latents = [mean * c.vae.config.scaling_factor for mean, _ in encode_stats(c.vae, val, device)]
+    noise = [torch.randn(bucket.shape, generator=fixed).to(device) for bucket in latents]
     timesteps = torch.randint(0, c.scheduler.config.num_train_timesteps, (len(val),), generator=fixed).to(device)
     objective = DenoiseObjective(c.unet, c.text_encoder if encode_text else None, c.scheduler, None)
     total = 0.0
-    for chunk in torch.arange(len(val)).split(64):
+    for chunk in val.chunks(64):
+        bucket, local = val.locate(chunk)
         inputs = text([val.captions[i] for i in chunk.tolist()])
-        total += float(objective(latents[chunk], noise[chunk], timesteps[chunk], inputs, weighted=False)["loss"]) * len(chunk)
+        total += float(objective(latents[bucket][local], noise[bucket][local], timesteps[chunk], inputs, weighted=False)["loss"]) * len(chunk)
     return {"val_loss": total / len(val)}
 
 
@@ -100,7 +100,21 @@ def prompt_grid(rows: list[Image.Image], prompts: list[str]) -> Image.Image:
     return grid
 
 
+def side_by_side(parts: list[Image.Image]) -> Image.Image:
+    """Images of different sizes in one row, each centred on the tallest's height."""
+    row = Image.new("RGB", (sum(p.width for p in parts), max(p.height for p in parts)), "white")
+    left = 0
+    for part in parts:
+        row.paste(part, (left, (row.height - part.height) // 2))
+        left += part.width
+    return row
+
+
 @torch.no_grad()
-def sample_rows(components: Components, prompts: list[str], device: torch.device, **settings: Any) -> list[Image.Image]:
-    """One row of images per prompt, all with the same `GenerateRequest` settings (seed included)."""
-    return [image_grid(generate_with(components, GenerateRequest(prompt=p, **settings), device), rows=1) for p in prompts]
+def sample_rows(components: Components, prompts: list[str], device: torch.device, sizes: list[Size], **settings: Any) -> list[Image.Image]:
+    """One row of images per prompt: for each (width, height), images with the same `GenerateRequest`
+    settings (seed included)."""
+    return [
+        side_by_side([image_grid(generate_with(components, GenerateRequest(prompt=p, width=w, height=h, **settings), device), rows=1) for w, h in sizes])
+        for p in prompts
+    ]
