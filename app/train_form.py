@@ -16,12 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core.training.config import TrainConfig, build_config
 from core.training.recipes import DEMO
+from jobs.records import LAUNCH_KEYS
 from jobs.sagemaker import SageMakerLaunch
 
 # Keys of a config that belong to the run it made, not to a new one.
 RUN_KEYS = frozenset({"dataset", "data_dir", "output_dir", "checkpoint_dir", "mlflow_run_id", "run_name"})
-# Keys a job's config holds beside the TrainConfig: how it was launched.
-LAUNCH_KEYS = frozenset({"processes", "sagemaker"})
 EVALUATE_N = 200  # images per guidance when the form turns evaluation on: a quick check, not the full 1,000
 
 

@@ -5,6 +5,7 @@ Each verb looks the job's backend up by name (the row's `backend`) and calls it;
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from core import audit
@@ -110,6 +111,16 @@ def resume(job_id: str) -> Job:
     resumed = backend_of(job).resume(job)
     audit.record("job.resume", job_id)
     return resumed
+
+
+def checkpoints_of(run_id: str) -> Path | None:
+    """The checkpoint folder of the job that made `run_id`, where this machine can read it (a
+    SageMaker job's config names the container's folder, which is not here)."""
+    job = records.job_for_run(run_id)
+    if job is None:
+        return None
+    folder = TrainConfig.model_validate({k: v for k, v in job.config.items() if k not in records.LAUNCH_KEYS}).checkpoints
+    return folder if folder.is_dir() else None
 
 
 def logs(job_id: str, lines: int = 50) -> str:

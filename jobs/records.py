@@ -20,6 +20,9 @@ ACTIVE = ("queued", "starting", "running", "stopping")
 RUNNING = ("starting", "running", "stopping")
 FINAL = ("stopped", "succeeded", "failed")
 
+# Keys a job's config holds beside the TrainConfig: how it was launched.
+LAUNCH_KEYS = frozenset({"processes", "sagemaker"})
+
 
 def job_dir(job_id: str) -> Path:
     return get_settings().jobs_dir / job_id
@@ -52,6 +55,12 @@ def get_job(job_id: str) -> Job:
         if job is None:
             raise StudioError(f"The job {job_id!r} does not exist.")
         return job
+
+
+def job_for_run(run_id: str) -> Job | None:
+    """The training job that made MLflow run `run_id`, if this studio launched it."""
+    with session_scope() as session:
+        return session.scalar(select(Job).where(Job.mlflow_run_id == run_id, Job.kind == "train").limit(1))
 
 
 def list_jobs(limit: int | None = 100, statuses: tuple[str, ...] | None = None, backend: str | None = None) -> list[Job]:

@@ -30,7 +30,7 @@ from core.training.config import TrainConfig
 from core.training.logline import METRIC_REGEXES  # generated from the loop's log-line formatter
 from jobs.backend import TrainRequest
 from jobs.processes import ProcessId, alive, current
-from jobs.records import FINAL, RUNNING, create_job, get_job, job_dir, list_jobs, set_run_status, transition, update_job
+from jobs.records import FINAL, LAUNCH_KEYS, RUNNING, create_job, get_job, job_dir, list_jobs, set_run_status, transition, update_job
 
 BACKEND = "sagemaker"
 REPO = Path(__file__).resolve().parent.parent
@@ -276,7 +276,7 @@ NEVER_CREATED = "The SageMaker job was never created: "
 
 
 def _container_config(job: Job) -> TrainConfig:
-    data = {k: v for k, v in job.config.items() if k not in ("sagemaker", "processes")}
+    data = {k: v for k, v in job.config.items() if k not in LAUNCH_KEYS}
     # The job can log to MLflow itself only if the server is reachable; else the relay does it.
     data.update(mlflow_run_id=job.mlflow_run_id if job.config["sagemaker"]["metrics"] == "direct" else None, output_dir="/opt/ml/output/data")
     return TrainConfig.model_validate(data)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 from html import escape
+from pathlib import Path
 from urllib.parse import quote
 
 import altair as alt
@@ -362,6 +363,50 @@ def same_seed(run_ids: list[str], names: dict[str, str]) -> None:
             col.image(images[rid][0], caption=names[rid], width="stretch")
 
 
+STRENGTHS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+
+
+def lora_sweep(run_ids: list[str], names: dict[str, str]) -> None:
+    """A LoRA run's adapter at several strengths (rows) × its checkpoints (columns), one seed."""
+    from core.inference.torch_backend import GenerateRequest
+    from core.training.lora_sweep import sweep, sweep_columns
+    from jobs.control import checkpoints_of
+
+    details = {rid: runs.run_detail(rid) for rid in run_ids}
+    lora_runs = [rid for rid in run_ids if details[rid].params.get("unet.lora_rank") not in (None, "", "None")]
+    if not lora_runs:
+        st.caption("None of these runs trained a LoRA.")
+        return
+    with st.form("lora-sweep"):
+        c1, c2, c3, c4 = st.columns([2, 3, 1, 1])
+        rid = c1.selectbox("Run", lora_runs, format_func=names.get)
+        prompt = c2.text_input("Prompt", details[lora_runs[0]].params.get("subject.instance_prompt") or "")
+        seed = c3.number_input("Seed", 0, 2**31 - 1, 0)
+        steps = c4.number_input("Steps", 1, 200, 25)
+        strengths = st.multiselect("Strengths", STRENGTHS, default=[0.0, 0.5, 1.0])
+        go = st.form_submit_button("🎚️ Sweep strength × checkpoint")
+    if not go:
+        return
+    with user_errors():
+        base = details[rid].params.get("base_model") or ""
+        if not base or not Path(base).is_dir():
+            raise StudioError(f"The base model this run was fine-tuned from ({base or 'not recorded'}) is not on this machine, so its LoRA has nothing to apply to.")
+        if not prompt.strip():
+            raise StudioError("Write a prompt to sweep.")
+        with st.spinner("Generating every strength at every checkpoint…"):
+            columns = sweep_columns(rid, checkpoints_of(rid), has_final="model/" in details[rid].artifacts)
+            grid = sweep(base, columns, sorted(strengths), GenerateRequest(prompt=prompt, seed=int(seed), steps=int(steps)))
+        header = st.columns([1] + [3] * len(columns))
+        header[0].markdown("**strength**")
+        for col, column in zip(header[1:], columns, strict=True):
+            col.markdown(f"**{column.label}**")
+        for strength, images in grid.items():
+            row = st.columns([1] + [3] * len(columns))
+            row[0].write(f"{strength:g}")
+            for col, image in zip(row[1:], images, strict=True):
+                col.image(image, width="stretch")
+
+
 def render_compare(run_ids: list[str]) -> None:
     if not 2 <= len(run_ids) <= MAX_COMPARE:
         raise StudioError(f"Compare 2 to {MAX_COMPARE} runs; this link names {len(run_ids)}.")
@@ -398,6 +443,9 @@ def render_compare(run_ids: list[str]) -> None:
 
     st.markdown("#### Generate with the same seed")
     same_seed(run_ids, names)
+
+    st.markdown("#### LoRA: strength × checkpoint")
+    lora_sweep(run_ids, names)
 
 
 def render() -> None:

@@ -27,7 +27,7 @@ def write_lora(unet: torch.nn.Module, folder: Path, seed: int = 0) -> Path:
     """Add a LoRA with random weights to `unet` (in place) and save it as diffusers does; returns the file."""
     from diffusers import StableDiffusionPipeline
 
-    from core.inference.lora import LORA_WEIGHTS
+    from core.modeling.lora_files import DIFFUSERS_FILE
     from core.modeling.lora import add_lora, lora_state
 
     add_lora(unet, RANK)
@@ -37,7 +37,7 @@ def write_lora(unet: torch.nn.Module, folder: Path, seed: int = 0) -> Path:
             if "lora_" in name:  # peft starts lora_B at zero: a LoRA that changes nothing
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=lora_state(unet))
-    return folder / LORA_WEIGHTS
+    return folder / DIFFUSERS_FILE
 
 
 @pytest.fixture(scope="module")

@@ -130,7 +130,7 @@ def test_lora_run_saves_and_logs_the_adapter_files(demo: str, models: dict[str, 
     overrides = [
         f"dataset={demo}", "stage=unet", "unet.steps=2", "unet.batch_size=4", "log_every=1", "validate_every=2", "sample_every=100",
         "sample_steps=2", "sample_images_per_prompt=1", "preset=finetune", f"base_model={models['base']}", "unet.lora_rank=4",
-        f"output_dir={out}", f"mlflow_run_id={run_id}",
+        f"output_dir={out}", f"mlflow_run_id={run_id}", "checkpoint_every=1",
     ]
     run_training(overrides, {"STUDIO_HOME": str(home)})
     with safe_open(out / "model" / "lora" / KOHYA_FILE, "pt") as f:
@@ -141,6 +141,21 @@ def test_lora_run_saves_and_logs_the_adapter_files(demo: str, models: dict[str, 
     assert logged == {DIFFUSERS_FILE, KOHYA_FILE}
     pipe = pipeline(out / "model")  # the folder still loads as a plain model
     assert pipe.unet.config.sample_size == 8
+
+    # The Runs comparison's sweep: strength × checkpoint on the base, one seed.
+    from core.inference.models import generate
+    from core.inference.torch_backend import GenerateRequest
+    from core.training.lora_sweep import sweep, sweep_columns
+
+    columns = sweep_columns(run_id, out / "checkpoints", has_final=True)
+    assert [c.label for c in columns] == ["step-2unet-0000001", "step-2unet-0000002", "final"]
+    request = GenerateRequest(prompt="a handwritten digit seven", steps=2, seed=5)
+    grid = {k: [np.asarray(im, dtype=np.int16) for im in v] for k, v in sweep(str(models["base"]), columns, [0.0, 1.0], request).items()}
+    base = np.asarray(generate(str(models["base"]), request).images[0], dtype=np.int16)
+    assert all(np.array_equal(im, base) for im in grid[0.0])  # strength 0 is the base at every checkpoint
+    merged = np.asarray(generate(str(out / "model"), request).images[0], dtype=np.int16)
+    assert np.abs(grid[1.0][-1] - merged).max() <= 2  # the final LoRA at 1 is the run's merged model
+    assert np.array_equal(grid[1.0][1], grid[1.0][2])  # the last checkpoint holds the final adapter
 
 
 def test_single_file_loads_in_diffusers_and_imports_back(models: dict[str, Path], home: Path, tmp_path: Path) -> None:

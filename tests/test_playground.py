@@ -60,7 +60,7 @@ def test_lora_upload_is_checked_then_applied_with_pytorch_only(playground: str, 
     from gradio_client.exceptions import AppError
 
     from app.playground import HISTORY_COLUMNS
-    from core.inference.lora import LORA_WEIGHTS
+    from core.modeling.lora_files import DIFFUSERS_FILE
     from core.modeling.io import load_components
     from tests.test_inference_lora import write_lora
 
@@ -71,7 +71,7 @@ def test_lora_upload_is_checked_then_applied_with_pytorch_only(playground: str, 
         client.predict(handle_file(str(evil)), api_name="/on_lora_upload")
     picked = client.predict(handle_file(str(write_lora(load_components(trained_model).unet, tmp_path))), api_name="/on_lora_upload")
     lora = picked["value"]  # the LoRA list, updated to the uploaded file's id
-    assert (f"uploaded {LORA_WEIGHTS} ({lora[:8]})", lora) in [tuple(c) for c in picked["choices"]]
+    assert (f"uploaded {DIFFUSERS_FILE} ({lora[:8]})", lora) in [tuple(c) for c in picked["choices"]]
     form = [exported["run_id"], "PyTorch", "a handwritten digit six", "", 2, 3.0, 5, False, "ddim", 1, "32×32", lora]
     gallery, timing, _, history = client.predict(*form, 1.0, api_name="/on_generate")
     assert len(gallery) == 1 and history["data"][0][HISTORY_COLUMNS.index("lora")] == lora

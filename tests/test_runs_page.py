@@ -88,6 +88,7 @@ def test_compare_shows_param_diff_curves_and_aligned_samples(runs_store: dict) -
     at.radio(key="compare-align").set_value("wall_s").run()
     at.slider(key="compare-smooth").set_value(0.9).run()
     assert not at.exception and len(at.get("vega_lite_chart")) >= 2
+    assert "None of these runs trained a LoRA." in [c.value for c in at.caption]  # the strength × checkpoint sweep's empty state
 
 
 def test_detail_notes_tags_promote_and_clone(runs_store: dict) -> None:

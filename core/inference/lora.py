@@ -23,10 +23,9 @@ from torch import nn
 
 from core.errors import StudioError
 from core.files import NO_SPACE, DiskFull, temp_sibling
+from core.modeling.lora_files import DIFFUSERS_FILE, FOLDER  # in (or beside) a LoRA training's model folder
 from core.settings import get_settings
 
-LORA_FOLDER = "lora"  # in (or beside) a LoRA training's model folder
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' name, written by `save_lora_weights`
 UPLOAD_ID = re.compile(r"[0-9a-f]{64}")
 ADAPTER = "studio-lora"
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on the JSON header
@@ -47,7 +46,7 @@ def is_upload_id(ref: str) -> bool:
 
 def find_lora_weights(folder: Path) -> Path | None:
     """The diffusers-format LoRA of a trained model folder: in its `lora/` folder, or in a `lora/` beside it."""
-    for candidate in (folder / LORA_FOLDER / LORA_WEIGHTS, folder.parent / LORA_FOLDER / LORA_WEIGHTS):
+    for candidate in (folder / FOLDER / DIFFUSERS_FILE, folder.parent / FOLDER / DIFFUSERS_FILE):
         if candidate.is_file():
             return candidate
     return None
@@ -63,7 +62,7 @@ def lora_path(ref: str) -> Path:
     folder = Path(ref).expanduser()
     found = find_lora_weights(folder) if folder.is_dir() else run_lora_weights(ref)
     if found is None:
-        raise StudioError(f"{ref} has no LoRA weights (no {LORA_FOLDER}/{LORA_WEIGHTS} in or beside its model); pick a run trained with LoRA.")
+        raise StudioError(f"{ref} has no LoRA weights (no {FOLDER}/{DIFFUSERS_FILE} in or beside its model); pick a run trained with LoRA.")
     return found
 
 
@@ -72,11 +71,11 @@ def run_lora_weights(run_id: str) -> Path | None:
     from core.tracking import model_folder
     from core.tracking.artifacts import artifact_file
 
-    inside = model_folder(run_id) / LORA_FOLDER / LORA_WEIGHTS
+    inside = model_folder(run_id) / FOLDER / DIFFUSERS_FILE
     if inside.is_file():
         return inside
     try:
-        return artifact_file(run_id, f"{LORA_FOLDER}/{LORA_WEIGHTS}")
+        return artifact_file(run_id, f"{FOLDER}/{DIFFUSERS_FILE}")
     except StudioError:
         return None
 
