@@ -211,3 +211,19 @@ def test_prior_preservation_with_aspect_ratio_buckets(home: Path, trained_model:
     assert train(config).status == "succeeded"
     sizes = {tuple(size) for size in json.loads((out / "model" / "buckets.json").read_text())["sizes"]}
     assert sizes == {(40, 24), (24, 40)}
+
+
+@pytest.mark.slow
+def test_the_estimate_counts_class_images_without_making_them_all(home: Path, demo: str, trained_model: Path, capsys: pytest.CaptureFixture) -> None:
+    """A dry run of a prior-preservation run generates a couple of class images (CLASS_SAMPLE), not
+    the run's hundred, and adds the time the hundred will take."""
+    from app.cli import main
+    from core.training.estimate import RunEstimate
+
+    dataset = subject_dataset()
+    overrides = [*SHORT, *PRIOR, f"base_model={trained_model}", "subject.num_class_images=100"]
+    code = main(["train", "--dataset", dataset, *[a for o in overrides for a in ("--set", o)], "--dry-run", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    run = RunEstimate.model_validate(out["run"])
+    assert code == 0 and [s.name for s in run.stages] == ["unet"]
+    assert run.allowances["class_images"] > 0

@@ -42,6 +42,7 @@ WARMUP_STEPS = 1  # the first step pays for lazy initialisation; not counted
 MEASURED_STEPS = 3
 VAL_SAMPLE = 32  # held-out images in the sample
 SAMPLE_STEPS = 3  # denoising steps of the timed grid, scaled to the config's
+CLASS_SAMPLE = 2  # class images a prior-preservation trial generates; the run's count is scaled from them
 MB = 1024 * 1024
 
 
@@ -63,7 +64,7 @@ class RunEstimate(BaseModel):
     baseline_memory_mb: float  # the process before the model and data: what the peak is over
     device_memory_mb: float  # the GPU's memory, or the RAM available on this machine
     stages: list[StageEstimate]
-    allowances: dict[str, float]  # seconds outside the steps: startup, data, validation, sampling, checkpoints, final
+    allowances: dict[str, float]  # seconds outside the steps: startup, data, validation, sampling, checkpoints, final, class images
     total_seconds: float
     sample_images: int
     dataset_images: int
@@ -225,6 +226,7 @@ def measure(config: TrainConfig, started: float) -> RunEstimate:
     from core.training.data import load_splits
     from core.training.distributed import init_distributed
     from core.training.loop import STAGES, Trainer, resolve_data_dir
+    from core.training.subject import class_images
     from core.training.validation import VAL_LIMIT
 
     d = init_distributed(config.device, need_env=config.deepspeed is not None)
@@ -240,12 +242,18 @@ def measure(config: TrainConfig, started: float) -> RunEstimate:
         folder, sample_images, train_full, val_full, prompts = sample
         caches = config.cache_latents and unet.steps * unet.batch_size * unet.grad_accum >= train_full
         every = {key: run_steps for key in ("log_every", "validate_every", "sample_every", "checkpoint_every")}
+        subject = config.subject
+        generates = subject is not None and subject.prior_preservation and not subject.class_dataset
         trial = config.model_copy(update={
             **every, "data_dir": folder, "dataset": None, "output_dir": Path(out), "checkpoint_dir": None, "mlflow_run_id": None,
             "vae": config.vae.model_copy(update={"steps": run_steps}), "unet": unet.model_copy(update={"steps": run_steps}),
             "validation_prompts": prompts, "cache_latents": caches, "evaluate": None,
             "sample_steps": min(config.sample_steps, SAMPLE_STEPS),
+            **({"subject": subject.model_copy(update={"num_class_images": min(subject.num_class_images, CLASS_SAMPLE)})} if subject and generates else {}),
         })
+        make_classes = Timer(class_images)
+        if generates:
+            make_classes(trial, d)  # a few, cached in the trial's checkpoints, where the Trainer finds them
         trainer = Trainer(trial, d, folder)
         ready = time.time()
         spec = _bucket_spec(trainer)
@@ -256,8 +264,11 @@ def measure(config: TrainConfig, started: float) -> RunEstimate:
         sampler, checkpoint = Timer(trainer._sample), Timer(trainer._checkpoint)
         trainer._sample, trainer._checkpoint = sampler, checkpoint  # type: ignore[method-assign]
         data_scale = (train_full + val_full) / sample_images
-        allowances = {"startup": ready - started - load.last, "data": load.last * data_scale,
+        generating = make_classes.last if generates else 0.0
+        allowances = {"startup": ready - started - load.last - generating, "data": load.last * data_scale,
                       "setup": 0.0, "validation": 0.0, "checkpoints": 0.0}
+        if subject and trial.subject and generates:  # generated once before training, at the config's sampling steps
+            allowances["class_images"] = generating * subject.num_class_images / trial.subject.num_class_images * config.sample_steps / trial.sample_steps
         stages: list[StageEstimate] = []
         grids: dict[str, int] = {}  # grids rendered during each sampling stage
         for name, cfg in stage_cfgs.items():
