@@ -80,7 +80,9 @@ def test_prior_loss_is_the_subject_loss_plus_the_weighted_class_loss() -> None:
     prior = (torch.randn(2, 4, 3, 3, generator=g), torch.randn(2, 4, 3, 3, generator=g), torch.tensor([20, 900]), torch.zeros(2, 1, 1))
     objective = DenoiseObjective(Halve(), None, DDPMScheduler(), 5.0, prior_loss_weight=0.5)  # type: ignore[arg-type]
     alone = [float(objective(*inputs)["loss"]) for inputs in (subject, prior)]
-    assert float(objective(*subject, *prior)["loss"]) == pytest.approx(alone[0] + 0.5 * alone[1])
+    both = objective(*subject, *prior)
+    assert float(both["loss"]) == pytest.approx(alone[0] + 0.5 * alone[1])
+    assert float(both["prior_loss"]) == pytest.approx(alone[1])  # logged on its own, unweighted
 
 
 def test_subject_splits_caption_every_image_and_put_class_images_last(tmp_path: Path) -> None:
@@ -160,7 +162,9 @@ def test_lora_finetune_with_generated_class_images_reuses_them_on_resume(home: P
     assert manifest.read_bytes() == made and list((out / "checkpoints" / CLASS_FOLDER).iterdir()) == folders
     assert json.loads((out / "status.json").read_text())["status"] == "succeeded"
 
-    params = get_tracking().client.get_run(run_id).data.params
+    data = get_tracking().client.get_run(run_id).data
+    params = data.params
+    assert "prior_loss" in data.metrics
     assert params["subject.instance_prompt"] == "a photo of sks digit" and params["subject.prior_preservation"] == "True"
     assert params["subject.num_class_images"] == "4" and params["unet.lora_rank"] == "4"
     assert validation_prompts(run_id) == ["a photo of sks digit", "a handwritten digit"]

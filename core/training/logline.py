@@ -13,7 +13,7 @@ from __future__ import annotations
 PREFIX = {"vae": "vae_", "unet": ""}
 METRICS = {
     "vae": ("loss", "mse", "lr", "grad_norm", "samples_per_s", "val_mse", "val_psnr"),
-    "unet": ("loss", "lr", "grad_norm", "samples_per_s", "val_loss"),
+    "unet": ("loss", "prior_loss", "lr", "grad_norm", "samples_per_s", "val_loss"),
 }
 _NUM = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 

@@ -88,9 +88,10 @@ class DenoiseObjective(nn.Module):
         weighted: bool = True,
     ) -> dict[str, torch.Tensor]:
         loss = self.loss(latents, noise, timesteps, text, weighted)
-        if prior:
-            loss = loss + self.prior_loss_weight * self.loss(*prior, weighted=weighted)
-        return {"loss": loss}
+        if not prior:
+            return {"loss": loss}
+        class_loss = self.loss(*prior, weighted=weighted)  # logged on its own: a rising one means the class drifts
+        return {"loss": loss + self.prior_loss_weight * class_loss, "prior_loss": class_loss.detach()}
 
     def loss(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor, weighted: bool) -> torch.Tensor:
         # `text` is token ids when the text encoder trains, cached embeddings otherwise.
