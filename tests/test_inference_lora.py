@@ -214,3 +214,18 @@ def test_a_lora_is_not_applied_again_to_the_model_it_is_merged_into(models: dict
     merged = models["merged"]  # a LoRA run's final model: merged, its adapter also in its own lora/
     with pytest.raises(StudioError, match="already has that LoRA merged in"):
         generate(str(merged), REQUEST.model_copy(update={"lora": str(merged)}))
+
+
+def test_the_cli_generates_with_a_lora_file_at_a_size(models: dict[str, Path], home: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from app.cli import main
+    from core.inference.lora import store_lora
+
+    out = tmp_path / "lora.png"
+    args = ["generate", "--model", str(models["base"]), "--prompt", REQUEST.prompt, "--steps", str(REQUEST.steps), "--seed", str(REQUEST.seed),
+            "--guidance", str(REQUEST.guidance), "--lora", str(models["lora"]), "--lora-strength", "0.5", "--width", "40", "--height", "24", "--out", str(out)]
+    assert main(args) == 0
+    made = np.asarray(Image.open(out).convert("RGB"), dtype=np.int16)
+    expected = pixels(models["base"], lora=store_lora(models["lora"]), lora_strength=0.5, width=40, height=24)
+    assert made.shape == (24, 40, 3) and np.abs(made - expected).max() <= 1

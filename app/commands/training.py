@@ -149,6 +149,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from core.settings import get_settings
 
     torch.set_num_threads(get_settings().torch_threads)
+    lora = args.lora
+    if lora and Path(lora).is_file():  # a .safetensors file: checked and kept like a playground upload
+        from core.inference.lora import store_lora
+
+        lora = store_lora(Path(lora))
     try:
         request = GenerateRequest(
             prompt=args.prompt,
@@ -158,10 +163,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
             seed=args.seed,
             scheduler=args.scheduler,
             batch=args.batch,
+            width=args.width,
+            height=args.height,
+            lora=lora,
+            lora_strength=args.lora_strength,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise StudioError(f"The value of --{first['loc'][0]} is not valid: {first['msg']}.") from None
+        raise StudioError(f"The value of --{str(first['loc'][0]).replace('_', '-')} is not valid: {first['msg']}.") from None
     result = generate(args.model, request, args.backend)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -215,4 +224,8 @@ def register(sub: Any) -> None:
     p.add_argument("--scheduler", choices=["ddim", "euler", "dpmpp"], default="ddim")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="PyTorch or ONNX Runtime (needs an export)")
+    p.add_argument("--width", type=int, help="default: the model's training size")
+    p.add_argument("--height", type=int, help="default: the model's training size")
+    p.add_argument("--lora", help="a LoRA (PyTorch): a run trained with LoRA, its model folder, or a .safetensors file")
+    p.add_argument("--lora-strength", type=float, default=1.0, help="0 is the base model, 1 the LoRA as trained (0-2)")
     p.add_argument("--out", default="generated.png")
