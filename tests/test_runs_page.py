@@ -38,7 +38,7 @@ def test_run_table_escapes_names_and_links_to_detail() -> None:
     row = RunRow("ab" * 16, "<b>x</b> & y", "FINISHED", "digits@1", "tiny", "all", "local", 10, 0.5, None,
                  datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc), 90.0)
     html = run_table([row])
-    assert '<a href="?run=' + "ab" * 16 + '" target="_self">&lt;b&gt;x&lt;/b&gt; &amp; y</a>' in html
+    assert '<a href="?run=' + "ab" * 16 + '" title="run ' + "ab" * 16 + '" target="_self">&lt;b&gt;x&lt;/b&gt; &amp; y</a>' in html
     assert '<span title="2026-01-02 03:04:00">Jan 02 03:04</span>' in html and "<td>1.5</td>" in html and "<td>–</td>" in html
 
 
