@@ -4,6 +4,7 @@ batches, and real tiny fine-tunes of the tests' trained model with generated and
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -165,6 +166,13 @@ def test_lora_finetune_with_generated_class_images_reuses_them_on_resume(home: P
     data = get_tracking().client.get_run(run_id).data
     params = data.params
     assert "prior_loss" in data.metrics
+    # The class loss's log lines are what SageMaker's regex reads.
+    from core.training.logline import METRIC_REGEXES
+
+    rows = [json.loads(x) for x in (out / "checkpoints" / "metrics.jsonl").read_text().splitlines()]
+    logged = [row["prior_loss"] for row in rows if "prior_loss" in row]
+    printed = [float(m.group(1)) for line in output(first).splitlines() if (m := re.search(METRIC_REGEXES["prior_loss"], line))]
+    assert logged and printed[: len(logged)] == pytest.approx(logged[: len(printed)], rel=1e-4)
     assert params["subject.instance_prompt"] == "a photo of sks digit" and params["subject.prior_preservation"] == "True"
     assert params["subject.num_class_images"] == "4" and params["unet.lora_rank"] == "4"
     assert validation_prompts(run_id) == ["a photo of sks digit", "a handwritten digit"]
