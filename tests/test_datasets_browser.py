@@ -84,6 +84,7 @@ def test_a_folder_streamed_to_disk_through_the_upload_box_imports(tmp_path: Path
         expect(box.get_by_text("Uploaded 12 file(s)")).to_be_visible(timeout=60_000)
         row = page.get_by_text("pets/pet_0.png", exact=False)
         expect(row).to_be_visible(timeout=30_000)
-        page.get_by_role("button", name="📥 Import").last.click()
+        # The row's own button (keyed by its upload), not the uploader's: the row redraws every 3 s.
+        page.locator("[class*='st-key-import-']").get_by_role("button", name="📥 Import").click()
         expect(page.get_by_text("Imported 6 images")).to_be_visible(timeout=90_000)
         browser.close()

@@ -47,8 +47,20 @@ def argvs() -> dict[int, list[str]]:
     return found
 
 
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state; the name may hold spaces
+
+
 def trainers(home: Path) -> dict[str, list[int]]:
-    """The training processes of this studio's jobs, by job id (from the config each one reads)."""
+    """The training processes of this studio's jobs, by job id (from the config each one reads).
+
+    A process whose parent is a trainer is that trainer's own child caught between fork and exec
+    (it still shows the trainer's command line), not a second trainer: a second one would be
+    started by a supervisor."""
     jobs_dir = str(home.resolve() / "jobs") + "/"
     found: dict[str, list[int]] = {}
     for pid, argv in argvs().items():
@@ -56,7 +68,7 @@ def trainers(home: Path) -> dict[str, list[int]]:
             config = argv[argv.index("--config") + 1]
             if config.startswith(jobs_dir):
                 found.setdefault(config[len(jobs_dir) :].split("/")[0], []).append(pid)
-    return found
+    return {job: [pid for pid in pids if parent_of(pid) not in pids] for job, pids in found.items()}
 
 
 def processes_of(job_id: str) -> list[int]:
