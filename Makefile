@@ -23,7 +23,7 @@ test: install-test $(COMPAT_VENV)/.installed
 
 # The README's screenshots, refreshed from the browser tests (a plain test run writes them to a temp folder).
 screenshots: install-test
-	STUDIO_SCREENSHOTS=1 $(VENV)/bin/python -m pytest -n 0 -m browser tests/test_home.py tests/test_datasets_browser.py tests/test_runs_browser.py tests/test_playground.py tests/test_journey.py tests/test_sign_in.py
+	STUDIO_SCREENSHOTS=1 $(VENV)/bin/python -m pytest -n 0 -m browser tests/test_home.py tests/test_datasets_browser.py tests/test_runs_browser.py tests/test_playground.py tests/test_journey.py tests/test_subject_journey.py tests/test_sign_in.py
 
 # torch first (the pinned build: CPU here, CUDA on a GPU host), then everything else without build
 # isolation so DeepSpeed builds against that torch, with its CUDA ops compiled just in time

@@ -404,12 +404,15 @@ def render() -> None:
         st.session_state["dataset_choice"] = NEW
         del st.query_params["new"]
     choice = st.selectbox("Dataset", [*names, NEW], key="dataset_choice")
-    if report := st.session_state.pop("import_report", None):
-        show_report(report)
-    if imported := st.session_state.pop("builtin_imported", None):
-        st.success(f"Imported `{imported}`: train on it from the Train page.", icon="📦")
-    if deleted := st.session_state.pop("deleted", None):
-        st.success(deleted, icon="🗑️")
+    # One-off notices share one container, there on every run: when they go, the tabs below keep
+    # their place in the page, so the browser keeps the open tab instead of going back to the first.
+    with st.container():
+        if report := st.session_state.pop("import_report", None):
+            show_report(report)
+        if imported := st.session_state.pop("builtin_imported", None):
+            st.success(f"Imported `{imported}`: train on it from the Train page.", icon="📦")
+        if deleted := st.session_state.pop("deleted", None):
+            st.success(deleted, icon="🗑️")
     if choice == NEW:
         if not names:
             st.info("No datasets yet. Import your own below, or create the demo digits from the Home page.", icon="👋")

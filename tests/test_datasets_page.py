@@ -101,3 +101,24 @@ def test_home_link_opens_on_a_new_import(demo: str) -> None:
     assert not at.exception
     assert at.selectbox(key="dataset_choice").value == NEW
     assert "new" not in at.query_params  # a later visit opens on the datasets again
+
+
+def test_the_tabs_keep_their_place_when_the_import_report_goes(home: Path) -> None:
+    """The browser keeps the open tab only while the tabs stay where they were in the page: the
+    report shown once after an import must not move them, or the next click jumps back to Gallery."""
+    at = page()
+    at.text_input[0].set_value("cats")
+    at.file_uploader[0].set_value([(f"cat_{i}.png", png(i), "image/png") for i in range(3)])
+    at = at.run()
+    button(at, "📥 Import").click()
+    at = at.run()
+    assert any("Imported 3 images" in s.value for s in at.success)
+
+    def tabs_place(at: AppTest) -> int:
+        (place,) = [i for i, child in at.main.children.items() if getattr(child, "type", None) == "tab_container"]
+        return place
+
+    shown = tabs_place(at)
+    at.selectbox(key="bulk-op-cats").set_value("prepend")  # any widget: a rerun without the report
+    at = at.run()
+    assert not any("Imported" in s.value for s in at.success) and tabs_place(at) == shown
