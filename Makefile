@@ -87,6 +87,7 @@ system-deps:
 bench: install-test
 	$(VENV)/bin/python bench/train_throughput.py
 	$(VENV)/bin/python bench/quality_digits.py
+	$(VENV)/bin/python bench/quality_digits.py --quick
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) studio-data .pytest_cache

@@ -108,10 +108,10 @@ def render() -> None:
         )
         b1, b2, _ = st.columns([1, 1, 3])
         with user_errors():
-            if b1.button("▶️ Run the demo", type="primary", help="About 20 minutes on one CPU core: clean digits."):
+            if b1.button("▶️ Run the demo", type="primary", help="About 10 minutes on one CPU core: clean digits."):
                 start_demo(quick=False)
                 st.rerun()
-            if b2.button("⚡ Quick demo", help="About 5 minutes: blurry but recognisable digits."):
+            if b2.button("⚡ Quick demo", help="Under 5 minutes: the digit each prompt names, a little rougher."):
                 start_demo(quick=True)
                 st.rerun()
 

@@ -98,7 +98,7 @@ def test_kohya_file_keys_alphas_and_metadata(models: dict[str, Path]) -> None:
         keys, meta = list(f.keys()), f.metadata()
         state = {k: f.get_tensor(k) for k in keys}
     modules = {k.split(".")[0] for k in keys}
-    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" in modules
+    assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q" in modules
     assert "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0" in modules
     assert all(re.fullmatch(r"lora_unet_[a-z0-9_]+", m) for m in modules)
     assert len(keys) == 3 * len(modules)
@@ -170,7 +170,7 @@ def test_single_file_loads_in_diffusers_and_imports_back(models: dict[str, Path]
     with safe_open(path, "pt") as f:
         prefixes = {k.split(".")[0] for k in f.keys()}
         assert f.get_tensor("first_stage_model.encoder.mid.attn_1.q.weight").dim() == 4  # LDM's 1×1 convolutions
-        assert "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight" in f.keys()
+        assert "model.diffusion_model.input_blocks.3.1.transformer_blocks.0.attn1.to_q.weight" in f.keys()  # level 2: attention
         assert "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight" in f.keys()
     assert prefixes == {"model", "first_stage_model", "cond_stage_model"}
     expected = images(pipeline(folder))

@@ -167,7 +167,7 @@ def test_training_options_and_lora_finetune(demo_home: Path, trained_model: Path
 
     lora = tmp_path / "lora"
     run_training([*short, f"output_dir={lora}", "preset=finetune", f"base_model={trained_model}", "unet.lora_rank=4", "unet.lr=0.05"], env)
-    key = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    key = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"
     name = "unet/diffusion_pytorch_model.safetensors"
     with safe_open(lora / "model" / name, "pt") as tuned, safe_open(trained_model / name, "pt") as base:
         assert sorted(tuned.keys()) == sorted(base.keys())  # no adapter keys: diffusers loads it as is

@@ -203,7 +203,7 @@ def register(sub: Any) -> None:
     add_launch_args(p)
 
     p = add_command(sub, "demo", "train the tiny demo model on the digits", cmd_demo)
-    p.add_argument("--quick", action="store_true", help="a few minutes instead of twenty")
+    p.add_argument("--quick", action="store_true", help="under 5 minutes instead of about 10")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--detach", action="store_true")
 
