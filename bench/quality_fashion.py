@@ -155,7 +155,7 @@ def main() -> None:
             {
                 "dataset": ref,
                 "features": features,
-                "recipe": {"name": "fashion", "overrides": args.set, "vae": config.vae.model_dump(), "unet": config.unet.model_dump()},
+                "recipe": {"name": "fashion", "overrides": args.set, "preset": config.preset, "vae": config.vae.model_dump(), "unet": config.unet.model_dump()},
                 "n": evaluation.n,
                 "n_real": evaluation.n_real,
                 "sampling_steps": args.sample_steps,

@@ -20,6 +20,7 @@ from core.errors import StudioError
 from core.export.exporter import export_model
 from core.tracking import artifacts, compare, edits, registry, runs, samples
 from core.training import clone
+from core.training.config import PRESET_NAMES
 from pages import evaluation_panel
 
 MAX_COMPARE = 4
@@ -127,7 +128,7 @@ def filters() -> runs.RunQuery:
     c1, c2, c3, c4 = st.columns(4)
     status = c1.multiselect("Status", runs.STATUSES, key="runs-status")
     dataset = c2.text_input("Dataset", key="runs-dataset", placeholder="digits or digits@version")
-    preset = c3.selectbox("Preset", ["any", "tiny", "small", "base", "finetune"], key="runs-preset")
+    preset = c3.selectbox("Preset", ["any", *PRESET_NAMES], key="runs-preset")
     tag = c4.text_input("Tag", key="runs-tag", placeholder="key=value or key")
     c5, c6, c7, c8 = st.columns(4)
     search = c5.text_input("Search names", key="runs-search")

@@ -13,6 +13,7 @@ from app.widgets import loss_chart, status_label, user_errors, user_log
 from core.datasets.versions import list_datasets, list_versions
 from core.errors import StudioError
 from core.settings import get_settings
+from core.training.config import PRESET_NAMES
 from core.training.recipes import RECIPES
 from core.training.recipes import DESCRIPTIONS as RECIPE_DESCRIPTIONS
 from jobs import control
@@ -152,7 +153,7 @@ def launch_form() -> None:
 
     dataset = dataset_picker()
     c1, c2, c3 = st.columns(3)
-    c1.selectbox("Preset", ["tiny", "small", "base", "finetune"], key=k("preset"), help="Model size; 'finetune' starts from a local model folder.")
+    c1.selectbox("Preset", PRESET_NAMES, key=k("preset"), help="Model size (tiny-wide: the Fashion-MNIST recipe's); 'finetune' starts from a local model folder.")
     c2.radio("Stage", ["all", "vae", "unet"], key=k("stage"), horizontal=True, help="'all' trains the VAE, then the UNet.")
     c3.number_input("Seed", min_value=0, key=k("seed"))
     if st.session_state[k("preset")] == "finetune":

@@ -15,7 +15,7 @@ from core.training.config import BucketsConfig
 # (resolution, step) of each preset, known without building a model (the Datasets page has no
 # torch): the step is the VAE's downsampling times the UNet's. `finetune` assumes a Stable
 # Diffusion 1.x base (512 px, 8 × 8). tests/test_buckets.py checks these against the real models.
-PRESET_GRIDS: dict[str, tuple[int, int]] = {"tiny": (32, 8), "small": (64, 16), "base": (256, 64), "finetune": (512, 64)}
+PRESET_GRIDS: dict[str, tuple[int, int]] = {"tiny": (32, 8), "tiny-wide": (32, 8), "small": (64, 16), "base": (256, 64), "finetune": (512, 64)}
 
 
 def bucket_spec(config: BucketsConfig, resolution: int, step: int, limits: tuple[int, int]) -> BucketSpec:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -96,8 +96,12 @@ class SubjectConfig(StrictModel):
         return self
 
 
+PresetChoice = Literal["tiny", "tiny-wide", "small", "base", "finetune"]
+PRESET_NAMES: tuple[str, ...] = get_args(PresetChoice)  # what the Train and Runs pages offer
+
+
 class TrainConfig(StrictModel):
-    preset: Literal["tiny", "small", "base", "finetune"] = "tiny"
+    preset: PresetChoice = "tiny"
     base_model: Path | None = Field(None, description="Local Stable-Diffusion-layout folder (finetune).")
     stage: Literal["all", "vae", "unet"] = "all"
     dataset: str | None = Field(None, description="name@version from the catalog.")
