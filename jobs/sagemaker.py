@@ -247,6 +247,8 @@ def submit(request: TrainRequest) -> Job:
     from core.datasets.push import push_version
 
     config, name = request.config, request.name
+    if config.preset == "finetune":  # the container would look for them on its own disk
+        raise StudioError("A SageMaker job cannot fine-tune yet: the base model folder (and any class images) are on this machine, not in S3; run this fine-tune as a local job.")
     launch = SageMakerLaunch.model_validate(request.sagemaker)
     session, bucket = preflight(launch)
     if not config.dataset:

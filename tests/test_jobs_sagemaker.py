@@ -267,3 +267,19 @@ def test_relay_copies_new_metrics_lines_into_the_run(aws: str) -> None:
     assert [(m.step, round(m.value, 4)) for m in history] == [(10, 0.1), (20, 0.05), (30, 0.0333)]
     assert [m.step for m in client.get_metric_history(job.mlflow_run_id, "val_loss")] == [30]
     assert job_progress(get_job(job.id)).step == 30  # the page's progress reads the relayed copy
+
+
+def test_a_fine_tune_is_refused_in_one_sentence_before_anything_is_uploaded(aws: str, tmp_path: Path) -> None:
+    """A fine-tune's base model (and a subject run's class images) are local folders the container
+    cannot read: refused before any upload, instead of a job that fails in the cloud."""
+    import boto3
+
+    from core.training.config import build_config
+    from jobs import control
+    from jobs.records import list_jobs
+
+    config = build_config({"dataset": aws, "preset": "finetune", "base_model": str(tmp_path), "stage": "unet"})
+    before = boto3.client("s3").list_objects_v2(Bucket=BUCKET)["KeyCount"]
+    with pytest.raises(StudioError, match="cannot fine-tune yet.*run this fine-tune as a local job"):
+        control.launch(config, backend="sagemaker", sagemaker=launch_options(role=ROLE))
+    assert boto3.client("s3").list_objects_v2(Bucket=BUCKET)["KeyCount"] == before and not list_jobs()
