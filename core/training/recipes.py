@@ -38,8 +38,8 @@ QUICK_DEMO: dict[str, Any] = {
 # frozen random one leaves prompts with unseen templates unconditioned (prompt accuracy 0.21 on
 # "an image of …" against 0.88 when it trains; Fréchet distance 60.9 against 33.2 at guidance 2).
 # The UNet is `tiny-wide`: what made the digits learn the prompt (the narrow `tiny` UNet on more
-# images at lr 3e-3) scored worse here (accuracy 0.74-0.82, Fréchet 3.3-4.8x the real floor at
-# guidance 2, against 0.865 and 2.6x); bench/results/quality_ablations.json has the rows.
+# images at lr 3e-3) scored worse here (accuracy 0.74-0.82, Fréchet 3.3-7.0x the real floor at
+# guidance 2, against 0.865 and 2.6x; more images made it worse); quality_ablations.json has the rows.
 FASHION: dict[str, Any] = {
     **DEMO,
     "preset": "tiny-wide",
