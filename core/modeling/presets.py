@@ -1,10 +1,10 @@
 """Model presets: a CLIP text encoder, an AutoencoderKL and a conditional UNet, built from config.
 
-`tiny` is what the tests, the demo and the Fashion-MNIST recipe use (32×32 RGB, latents 4×8×8).
-Its UNet is narrow (32/64 channels) with attention only at 4×4: on a CPU thread it trains on 4× the
-images per second of a 64/128 UNet with attention at both levels, and in a recipe's time budget
-images, not width, are what teach the prompt (bench/results/quality_ablations.json). `small` and
-`base` are for real GPUs. Fine-tuning starts from a local Stable-Diffusion-layout folder instead (`finetune`).
+`tiny` is what the tests and the demo use (32×32 RGB, latents 4×8×8). Its UNet is narrow (32/64
+channels) with attention only at 4×4: on a CPU thread it trains on 4× the images per second of
+`tiny-wide`'s 64/128 UNet with attention at both levels, and on the digits images, not width, are
+what teach the prompt in the demo's budget; on Fashion-MNIST the wider one scores better
+(bench/results/quality_ablations.json). `small` and `base` are for real GPUs. Fine-tuning starts from a local Stable-Diffusion-layout folder instead (`finetune`).
 """
 
 from __future__ import annotations
