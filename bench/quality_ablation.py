@@ -46,11 +46,11 @@ def override_preset(assignments: list[str]) -> dict[str, Any]:
     return update
 
 
-def unet_architecture() -> dict[str, Any]:
+def unet_architecture(preset: str) -> dict[str, Any]:
     from core.modeling.presets import PRESETS
 
-    tiny = PRESETS["tiny"]
-    return {"channels": list(tiny.unet_channels), "attention": list(tiny.unet_attention), "layers": tiny.unet_layers}
+    built = PRESETS[preset]
+    return {"preset": preset, "channels": list(built.unet_channels), "attention": list(built.unet_attention), "layers": built.unet_layers}
 
 
 def last_metrics(out: Path) -> dict[str, float]:
@@ -124,7 +124,7 @@ def main() -> None:
             "recipe": args.recipe,
             "overrides": args.set,
             "preset_overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in preset_update.items()},
-            "unet_architecture": unet_architecture(),
+            "unet_architecture": unet_architecture(config.preset),
             "images": {stage: getattr(config, stage).steps * getattr(config, stage).batch_size for stage in config.stages()},
             "train_s": round(train_s, 1),
             "eval_s": round(time.time() - started, 1),
