@@ -28,6 +28,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def run_metrics(out: Path) -> tuple[list[dict[str, float]], dict[str, float]]:
+    """A training run's metrics.jsonl lines under `out`, and the last value of each metric."""
+    lines = [json.loads(line) for line in (out / "checkpoints" / "metrics.jsonl").read_text().splitlines()]
+    last: dict[str, float] = {}
+    for line in lines:
+        last.update({k: v for k, v in line.items() if k != "time"})
+    return lines, last
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """Write bench/results/<name>.json (atomically) and print it."""
     result = {"benchmark": name, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result, "machine": machine()}

@@ -1,7 +1,7 @@
 """One row of the recipe ablations: train a recipe with a change, measure it, append the row.
 
 Trains a recipe (`quick-demo`, `demo` or `fashion`) with config overrides (`--set unet.lr=2e-3`)
-and, for changes the config cannot express, overrides of the `tiny` preset's architecture
+and, for changes the config cannot express, overrides of the recipe's preset architecture
 (`--preset-set unet_attention=[false,true]`, applied in this process only), on one CPU thread.
 Then measures what bench/quality_digits.py and bench/quality_fashion.py measure, at a smaller N:
 the digits' prompt accuracy by the independent classifier, or Fashion-MNIST's prompt accuracy,
@@ -33,8 +33,8 @@ import yaml
 ABLATIONS = Path(__file__).resolve().parent / "results" / "quality_ablations.json"
 
 
-def override_preset(assignments: list[str]) -> dict[str, Any]:
-    """Change the `tiny` preset in this process: the trained model's config.json records the result."""
+def override_preset(name: str, assignments: list[str]) -> dict[str, Any]:
+    """Change the recipe's preset in this process: the trained model's config.json records the result."""
     from core.modeling.presets import PRESETS
 
     update = {}
@@ -42,7 +42,7 @@ def override_preset(assignments: list[str]) -> dict[str, Any]:
         key, _, raw = assignment.partition("=")
         value = yaml.safe_load(raw)
         update[key] = tuple(value) if isinstance(value, list) else value
-    PRESETS["tiny"] = PRESETS["tiny"].model_copy(update=update)
+    PRESETS[name] = PRESETS[name].model_copy(update=update)
     return update
 
 
@@ -51,13 +51,6 @@ def unet_architecture(preset: str) -> dict[str, Any]:
 
     built = PRESETS[preset]
     return {"preset": preset, "channels": list(built.unet_channels), "attention": list(built.unet_attention), "layers": built.unet_layers}
-
-
-def last_metrics(out: Path) -> dict[str, float]:
-    last: dict[str, float] = {}
-    for line in (out / "checkpoints" / "metrics.jsonl").read_text().splitlines():
-        last.update({k: v for k, v in json.loads(line).items() if k != "time"})
-    return last
 
 
 def measure_digits(model_dir: Path, guidance: list[float], steps: int) -> dict[str, Any]:
@@ -84,7 +77,7 @@ def measure_fashion(model_dir: Path, ref: str, out: Path, n: int, guidance: list
 
 
 def main() -> None:
-    from bench.common import machine
+    from bench.common import machine, run_metrics
     from core.datasets.builtin import import_builtin
     from core.datasets.demo import ensure_demo_dataset
     from core.files import atomic_write_text
@@ -96,7 +89,7 @@ def main() -> None:
     parser.add_argument("--recipe", choices=["quick-demo", "demo", "fashion"], required=True)
     parser.add_argument("--what", required=True, help="the change tried, in words")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
-    parser.add_argument("--preset-set", action="append", default=[], metavar="FIELD=VALUE", help="a `tiny` preset override")
+    parser.add_argument("--preset-set", action="append", default=[], metavar="FIELD=VALUE", help="an override of the recipe's preset (its UNet, say)")
     parser.add_argument("--n", type=int, default=300, help="Fashion-MNIST: generated images per guidance")
     parser.add_argument("--guidance", type=float, action="append", help="default: 1 and 3 (digits), 2 and 3 (fashion)")
     parser.add_argument("--sample-steps", type=int, default=25)
@@ -104,13 +97,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    preset_update = override_preset(args.preset_set)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["STUDIO_HOME"] = str(args.home or tmp)
         fashion = args.recipe == "fashion"
         ref = import_builtin("fashion-mnist") if fashion else ensure_demo_dataset()
         out = Path(tmp) / "run"
         config = build_config({**RECIPES[args.recipe], "dataset": ref, "output_dir": str(out), "validate_every": 10_000, "sample_every": 10_000, "checkpoint_every": 10_000, "log_every": 50, "evaluate": None}, args.set)
+        preset_update = override_preset(config.preset, args.preset_set)
         started = time.time()
         result = train(config)
         train_s = time.time() - started
@@ -118,7 +111,7 @@ def main() -> None:
         guidance = args.guidance or ([2.0, 3.0] if fashion else [1.0, 3.0])
         started = time.time()
         figures = measure_fashion(result.model_dir, ref, out, args.n, guidance, args.sample_steps) if fashion else measure_digits(result.model_dir, guidance, args.sample_steps)
-        last = last_metrics(out)
+        _, last = run_metrics(out)
         row = {
             "what": args.what,
             "recipe": args.recipe,

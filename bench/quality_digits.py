@@ -13,7 +13,6 @@ CFG 3 in at most 5 minutes of training.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -59,6 +58,7 @@ def prompt_accuracy(model_dir: Path, clf, guidance: float, steps: int) -> tuple[
 
 
 def train_demo(home: Path, quick: bool) -> tuple[Path, dict[str, float], float]:
+    from bench.common import run_metrics
     from core.datasets.demo import ensure_demo_dataset
     from core.training.config import build_config
     from core.training.loop import train
@@ -69,9 +69,7 @@ def train_demo(home: Path, quick: bool) -> tuple[Path, dict[str, float], float]:
     started = time.time()
     result = train(build_config({**(QUICK_DEMO if quick else DEMO), "output_dir": str(out)}))
     wall = time.time() - started
-    last: dict[str, float] = {}
-    for line in (out / "checkpoints" / "metrics.jsonl").read_text().splitlines():
-        last.update({k: v for k, v in json.loads(line).items() if k != "time"})
+    _, last = run_metrics(out)
     assert result.model_dir is not None
     return result.model_dir, last, wall
 

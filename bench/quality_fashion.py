@@ -20,7 +20,6 @@ reports the same figures on ImageNet features (EfficientNet-Lite0), without a ta
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -90,7 +89,7 @@ def stage_throughput(metrics: list[dict[str, float]]) -> dict[str, float]:
 
 
 def main() -> None:
-    from bench.common import write_result
+    from bench.common import run_metrics, write_result
     from core.datasets.builtin import import_builtin
     from core.evaluation.evaluate import evaluate
     from core.evaluation.request import EvalRequest
@@ -123,10 +122,7 @@ def main() -> None:
         started = time.time()
         result = train(config)
         train_s = time.time() - started
-        metrics = [json.loads(line) for line in (out / "checkpoints" / "metrics.jsonl").read_text().splitlines()]
-        last: dict[str, float] = {}
-        for m in metrics:
-            last.update({k: v for k, v in m.items() if k != "time"})
+        metrics, last = run_metrics(out)
         started = time.time()
         evaluation = evaluate(
             EvalRequest(model=str(result.model_dir), dataset=ref, n=args.n, guidance=[1, 2, 4], steps=args.sample_steps, features=features),
