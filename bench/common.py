@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -12,6 +13,7 @@ from typing import Any
 from core.files import atomic_write_text
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ABLATIONS = RESULTS / "quality_ablations.json"
 
 
 def machine() -> dict[str, Any]:
@@ -44,3 +46,11 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     atomic_write_text(path, json.dumps(result, indent=1, default=str))
     print(json.dumps(result, indent=1, default=str))
     return path
+
+
+def append_ablation(row: dict[str, Any]) -> None:
+    """Add one row to bench/results/quality_ablations.json; ablations run side by side, so under a lock."""
+    with open(ABLATIONS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(ABLATIONS.read_text()) if ABLATIONS.exists() else []
+        atomic_write_text(ABLATIONS, json.dumps([*rows, row], indent=1))

@@ -15,7 +15,6 @@ the figures and the VAE's PSNR, with the machine's load.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
@@ -29,9 +28,6 @@ import repo_on_path  # noqa: F401  (first: benchmarks run as files)
 import core  # noqa: F401
 import torch
 import yaml
-
-ABLATIONS = Path(__file__).resolve().parent / "results" / "quality_ablations.json"
-
 
 def override_preset(name: str, assignments: list[str]) -> dict[str, Any]:
     """Change the recipe's preset in this process: the trained model's config.json records the result."""
@@ -77,10 +73,9 @@ def measure_fashion(model_dir: Path, ref: str, out: Path, n: int, guidance: list
 
 
 def main() -> None:
-    from bench.common import machine, run_metrics
+    from bench.common import append_ablation, machine, run_metrics
     from core.datasets.builtin import import_builtin
     from core.datasets.demo import ensure_demo_dataset
-    from core.files import atomic_write_text
     from core.training.config import build_config
     from core.training.loop import train
     from core.training.recipes import RECIPES
@@ -127,10 +122,7 @@ def main() -> None:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "load_average": machine()["load_average"],
         }
-    with open(ABLATIONS.with_suffix(".lock"), "w") as lock:  # ablations run side by side
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = json.loads(ABLATIONS.read_text()) if ABLATIONS.exists() else []
-        atomic_write_text(ABLATIONS, json.dumps([*rows, row], indent=1))
+    append_ablation(row)
     print(json.dumps(row, indent=1))
 
 

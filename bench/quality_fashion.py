@@ -14,7 +14,9 @@ template uses. Target: at one guidance, prompt accuracy >= 0.95, Fréchet distan
 floor and coverage >= 0.93. `--builtin emoji` trains the same recipe on the emoji (colour) and
 reports the same figures on ImageNet features (EfficientNet-Lite0), without a target yet.
 
-    .venv/bin/python bench/quality_fashion.py [--builtin emoji] [--set unet.steps=N ...] [--n 1000] [--home DIR] [--result NAME]
+    .venv/bin/python bench/quality_fashion.py [--builtin emoji] [--set unet.steps=N ...] [--guidance G ...] [--n 1000] [--home DIR] [--result NAME] [--what "the change"]
+
+`--what` also appends the run, as one row, to bench/results/quality_ablations.json.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def stage_throughput(metrics: list[dict[str, float]]) -> dict[str, float]:
 
 
 def main() -> None:
-    from bench.common import run_metrics, write_result
+    from bench.common import append_ablation, machine, run_metrics, write_result
     from core.datasets.builtin import import_builtin
     from core.evaluation.evaluate import evaluate
     from core.evaluation.request import EvalRequest
@@ -101,9 +103,11 @@ def main() -> None:
     parser.add_argument("--builtin", choices=["fashion-mnist", "emoji"], default="fashion-mnist", help="emoji: the same recipe and figures, on ImageNet features")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the fashion recipe")
     parser.add_argument("--n", type=int, default=1000, help="generated images per guidance scale")
+    parser.add_argument("--guidance", type=float, action="append", help="default: 1, 2 and 4")
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--home", type=Path, help="reuse this studio home (keeps the import and the evaluator)")
     parser.add_argument("--result", help="bench/results/<RESULT>.json; default quality_fashion or quality_emoji")
+    parser.add_argument("--what", help="the change tried, in words: also append the run to the ablations")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,7 +129,7 @@ def main() -> None:
         metrics, last = run_metrics(out)
         started = time.time()
         evaluation = evaluate(
-            EvalRequest(model=str(result.model_dir), dataset=ref, n=args.n, guidance=[1, 2, 4], steps=args.sample_steps, features=features),
+            EvalRequest(model=str(result.model_dir), dataset=ref, n=args.n, guidance=args.guidance or [1, 2, 4], steps=args.sample_steps, features=features),
             out / "evaluation",
             lambda f, text: print(f"[{f:4.0%}] {text}", file=sys.stderr, flush=True),
         )
@@ -146,6 +150,31 @@ def main() -> None:
             for r in evaluation.results
         }
         best = min(evaluation.results, key=lambda r: r.metrics.frechet).guidance
+        floor_spread = real_floor_spread(ref, evaluation.n_real, FLOOR_PAIRS, features)
+        templates = {"guidance": best, **template_accuracy(result.model_dir, best, args.sample_steps)} if fashion else None
+        if args.what:
+            append_ablation(
+                {
+                    "what": args.what,
+                    "recipe": "fashion",
+                    "overrides": args.set,
+                    "preset": config.preset,
+                    "images": {stage: getattr(config, stage).steps * getattr(config, stage).batch_size for stage in config.stages()},
+                    "train_s": round(train_s, 1),
+                    "eval_s": round(time.time() - started, 1),
+                    "vae_val_psnr": last.get("vae_val_psnr"),
+                    "unet_val_loss": last.get("val_loss"),
+                    "n": evaluation.n,
+                    "ceiling": round(evaluation.evaluator_accuracy, 4),
+                    "floor_real_frechet": round(floor, 2),
+                    "floor_real_frechet_spread": floor_spread,
+                    **{k: {m: row[m] for m in ("prompt_accuracy", "frechet_over_real_floor", "coverage")} for k, row in rows.items()},
+                    "template_accuracy": templates,
+                    "train_images_per_s": stage_throughput(metrics),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "load_average": machine()["load_average"],
+                }
+            )
         write_result(
             result_name,
             {
@@ -158,12 +187,12 @@ def main() -> None:
                 "results": rows,
                 "evaluator_ceiling": round(evaluation.evaluator_accuracy, 4),
                 "floor_real_frechet": round(floor, 2),
-                "floor_real_frechet_spread": real_floor_spread(ref, evaluation.n_real, FLOOR_PAIRS, features),
+                "floor_real_frechet_spread": floor_spread,
                 "floor_vae_frechet": round(evaluation.floor_vae.frechet, 2),
                 "floor_vae_frechet_over_real_floor": round(evaluation.floor_vae.frechet / floor, 2),
                 "floor_vae_coverage": round(evaluation.floor_vae.coverage, 3),
                 "floor_real_coverage": round(evaluation.floor_real.coverage, 3),
-                "template_accuracy": {"guidance": best, **template_accuracy(result.model_dir, best, args.sample_steps)} if fashion else None,
+                "template_accuracy": templates,
                 "target": TARGET,
                 "reference_simpler_denoiser": {"what": "PCA to 128 numbers + a class-conditioned MLP denoiser, 3,000 steps of 256, ~80 s on one thread (issue 16)", "prompt_accuracy": 0.958, "frechet_over_real_floor": 2.3, "coverage": 0.936},
                 "vae_val_psnr": last.get("vae_val_psnr"),

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         return self.home.resolve() / "cache"
 
+    @property
+    def models_dir(self) -> Path:
+        """Models imported from single-file checkpoints (`studio model import`), one folder each."""
+        return self.home.resolve() / "models"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -69,6 +69,14 @@ def test_sidecar_import_makes_a_version(home: Path, tmp_path: Path) -> None:
     assert {m.source for m in manifest} == {f"cat_{i}.png" for i in range(4)}
 
 
+def test_a_sidecar_captions_its_image_whatever_the_case_of_the_extension(home: Path, tmp_path: Path) -> None:
+    # Cameras write IMG_0001.JPG; kohya-style sidecars are named by the stem alone.
+    zipped = make_zip(tmp_path / "camera.zip", {"IMG_0001.JPG": encode(Image.new("RGB", (64, 64), "red"), "JPEG"), "IMG_0001.txt": b"a red square", "IMG_0002.Png": png(2), "IMG_0002.txt": b"noise"})
+    report = import_dataset("camera", zip_path=zipped)
+    assert report.caption_sources == {".txt sidecar": 2}
+    assert sorted(m.caption for m in read_manifest("camera", report.version)) == ["a red square", "noise"]
+
+
 @pytest.mark.parametrize("kind", ["metadata.jsonl", "csv", "parquet", "file names"])
 def test_caption_tables_and_file_names(home: Path, tmp_path: Path, kind: str) -> None:
     entries = {f"data/img_{i}.png": png(i) for i in range(3)}

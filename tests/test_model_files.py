@@ -183,6 +183,17 @@ def test_single_file_loads_in_diffusers_and_imports_back(models: dict[str, Path]
     assert np.abs(images(pipeline(imported)) - expected).max() < 1e-5
     assert single_file(str(folder)).read_bytes() == path.read_bytes()  # the cached copy for the page
 
+    # The Playground and the HTTP API list it, by a name that is not a server path, and generate with it.
+    from core.inference.models import generate, list_models
+    from core.inference.torch_backend import GenerateRequest
+
+    entry = next(m for m in list_models() if m.kind == "imported")
+    assert (entry.id, entry.backends) == ("model:from-single-file", ["torch"])
+    generated = generate(entry.id, GenerateRequest(prompt="a red circle", steps=2, seed=0)).images
+    assert len(generated) == 1 and generated[0].size == (32, 32)
+    with pytest.raises(StudioError, match="no imported model '../from-single-file'"):
+        generate("model:../from-single-file", GenerateRequest(prompt="x", steps=1))
+
 
 @pytest.mark.parametrize("preset", ["small", pytest.param("base", marks=pytest.mark.slow)])
 def test_single_file_round_trips_the_larger_presets(preset: str, home: Path, tmp_path: Path) -> None:
@@ -200,6 +211,19 @@ def test_single_file_round_trips_the_larger_presets(preset: str, home: Path, tmp
         sa, sb = getattr(a, part).state_dict(), getattr(b, part).state_dict()
         assert sa.keys() == sb.keys(), part
         assert all(torch.equal(sa[k], sb[k]) for k in sa), part
+
+
+def test_a_unet_with_the_pooled_caption_is_refused_as_a_single_file_in_one_sentence(home: Path, tmp_path: Path) -> None:
+    from core.modeling.io import save_components
+    from core.modeling.presets import PRESETS, build_components, build_unet
+    from core.modeling.single_file import export_single_file
+
+    components = build_components("tiny")
+    components.unet = build_unet(PRESETS["tiny"].model_copy(update={"unet_pooled_text": True}))
+    folder = save_components(components, tmp_path / "pooled")
+    with pytest.raises(StudioError, match=r"^This UNet adds the pooled caption to its timestep embedding.*ONNX export\.$"):
+        export_single_file(folder, tmp_path / "pooled.safetensors")
+    assert not (tmp_path / "pooled.safetensors").exists()
 
 
 def test_import_refuses_pickles_and_files_of_another_model(models: dict[str, Path], home: Path, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The models a user can generate with, and one cached generator per model and backend.
 
-A model is named by an MLflow run id, an export id or a folder (a diffusers model or an ONNX
-export). Either backend works with any of them when the other half exists: ONNX Runtime on a run
+A model is named by an MLflow run id, an export id, an imported model (`model:<name>`) or a folder
+(a diffusers model or an ONNX export). Either backend works with any of them when the other half exists: ONNX Runtime on a run
 uses the run's newest export; PyTorch on an export uses the model it was exported from.
 """
 
@@ -42,7 +42,7 @@ class Generator(Protocol):
 class ModelEntry(BaseModel):
     id: str
     label: str
-    kind: Literal["run", "export"]
+    kind: Literal["run", "export", "imported"]
     backends: list[Backend]
     run_id: str | None = None
 
@@ -55,9 +55,11 @@ class Generation:
 
 
 def list_models(limit: int = 30) -> list[ModelEntry]:
-    """Finished runs with a trained model, newest first, then the exports in the catalog."""
+    """Finished runs with a trained model, newest first, then the exports in the catalog, then the
+    models imported from single-file checkpoints."""
     from core.export_records import list_exports
-    from core.tracking.artifacts import has_model
+    from core.settings import get_settings
+    from core.tracking.artifacts import IMPORTED, has_model
     from core.tracking.runs import RunQuery, list_runs
 
     exports = list_exports()
@@ -83,6 +85,10 @@ def list_models(limit: int = 30) -> list[ModelEntry]:
                 run_id=export.mlflow_run_id,
             )
         )
+    imported = get_settings().models_dir
+    for folder in sorted(imported.iterdir()) if imported.is_dir() else []:
+        if (folder / "model_index.json").is_file():
+            entries.append(ModelEntry(id=IMPORTED + folder.name, label=f"imported {folder.name}", kind="imported", backends=["torch"]))
     return entries
 
 

@@ -68,7 +68,7 @@ def import_model(path: Path, config_ref: str, name: str) -> Path:
     require("export")
     if not NAME.fullmatch(name):
         raise StudioError(f"{name!r} is not a usable model name; use letters, digits, '.', '_' and '-'.")
-    dest = get_settings().home.resolve() / "models" / name
+    dest = get_settings().models_dir / name
     if dest.exists():
         raise StudioError(f"A model named {name} already exists at {dest}.")
     imported = import_single_file(server_path(path), source_folder(config_ref), dest)

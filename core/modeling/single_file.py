@@ -50,6 +50,11 @@ def _renamed(rest: str, names: dict[str, str]) -> str:
 def unet_key(key: str, config: dict[str, Any]) -> str:
     """A diffusers UNet key → its LDM key, as `convert_ldm_unet_checkpoint` reads it back."""
     layers = config["layers_per_block"]
+    if config.get("addition_embed_type"):
+        raise StudioError(
+            "This UNet adds the pooled caption to its timestep embedding, which a Stable Diffusion checkpoint has no place for; "
+            "use the model folder or its ONNX export."
+        )
     if not isinstance(layers, int):
         raise StudioError("Only a UNet with the same number of layers in every block can be written as a Stable Diffusion checkpoint.")
     p = key.split(".")

@@ -22,6 +22,7 @@ from core.settings import get_settings
 from core.tracking.connection import get_tracking
 
 MODEL = "model"  # the artifact folder that holds a run's final model (diffusers layout)
+IMPORTED = "model:"  # the id prefix of a model imported from a single file (Settings.models_dir)
 NO_MODEL_TTL_S = 60.0  # a run without a model may still get one (a relay, the pipeline's fetch)
 
 # Run id -> until when the answer to "has a model" holds (monotonic seconds; inf once it has one).
@@ -109,7 +110,14 @@ def artifact_file(run_id: str, path: str) -> Path:
 
 
 def model_folder(ref: str) -> Path:
-    """A local diffusers-layout folder for a model folder path or an MLflow run id (its `model` artifact)."""
+    """A local diffusers-layout folder for a model folder path, an imported model (`model:<name>`)
+    or an MLflow run id (its `model` artifact)."""
+    if ref.startswith(IMPORTED):
+        name = ref[len(IMPORTED) :]
+        folder = get_settings().models_dir / name
+        if "/" in name or name.startswith(".") or not (folder / "model_index.json").is_file():
+            raise StudioError(f"There is no imported model {name!r}; `studio model import` adds one.")
+        return folder
     path = Path(ref).expanduser()
     if path.is_dir():
         return path
