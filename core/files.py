@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import errno
 import os
-import queue
 import secrets
 import shutil
-import threading
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -109,42 +107,6 @@ def replace_folder(src: Path, dest: Path) -> None:
             pass  # another writer moved it aside first; try again
     for old in aside:
         shutil.rmtree(old, ignore_errors=True)
-
-
-@contextmanager
-def write_behind(pending: int = 64) -> Iterator[Callable[[Callable[[], object]], None]]:
-    """`submit(write)` runs file writes, in order, on one background thread while the caller goes on.
-
-    Creating a file is a few system calls that release the GIL, so an import's writes overlap its
-    decoding on another core instead of adding to it. At most `pending` writes wait (their bytes
-    in memory). The block ends when every write is done; the first failure is raised there, or by
-    the next `submit`, and the writes after it are skipped.
-    """
-    todo: queue.Queue[Callable[[], object] | None] = queue.Queue(pending)
-    failed: list[BaseException] = []
-
-    def work() -> None:
-        while (write := todo.get()) is not None:
-            if not failed:
-                try:
-                    write()
-                except BaseException as exc:  # handed to the caller's thread
-                    failed.append(exc)
-
-    def submit(write: Callable[[], object]) -> None:
-        if failed:
-            raise failed[0]
-        todo.put(write)
-
-    worker = threading.Thread(target=work, name="write-behind", daemon=True)
-    worker.start()
-    try:
-        yield submit
-    finally:
-        todo.put(None)
-        worker.join()
-    if failed:
-        raise failed[0]
 
 
 @contextmanager

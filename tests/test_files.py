@@ -3,7 +3,6 @@ destination nor a temporary; concurrent writers of one destination each leave a 
 
 from __future__ import annotations
 
-import errno
 import threading
 import zipfile
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.files import atomic_path, atomic_write_bytes, atomic_write_text, staged_folder, write_behind, zip_folder
+from core.files import atomic_path, atomic_write_bytes, atomic_write_text, staged_folder, zip_folder
 from core.storage import LocalStore
 
 
@@ -151,26 +150,3 @@ def test_the_local_store_does_not_list_what_is_still_being_written(tmp_path: Pat
         (folder / "manifest.jsonl").write_text("{}")
         assert list(store.list("datasets/cats")) == ["datasets/cats/v1/manifest.jsonl"]
     assert list(store.list("datasets/cats")) == ["datasets/cats/v1/manifest.jsonl", "datasets/cats/v2/manifest.jsonl"]
-
-
-def test_writes_behind_run_in_order_and_are_all_done_when_the_block_ends(tmp_path: Path) -> None:
-    done: list[int] = []
-    with write_behind(pending=2) as submit:
-        for i in range(50):
-            submit(lambda i=i: done.append(i))
-    assert done == list(range(50))
-
-
-def test_a_failed_write_behind_is_raised_and_the_later_ones_are_skipped(tmp_path: Path) -> None:
-    done: list[int] = []
-
-    def write(i: int) -> None:
-        if i == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        done.append(i)
-
-    with pytest.raises(OSError, match="No space"):
-        with write_behind(pending=1) as submit:
-            for i in range(10):
-                submit(lambda i=i: write(i))
-    assert done == [0, 1, 2]

@@ -214,12 +214,15 @@ def test_single_file_round_trips_the_larger_presets(preset: str, home: Path, tmp
 
 
 def test_a_unet_with_the_pooled_caption_is_refused_as_a_single_file_in_one_sentence(home: Path, tmp_path: Path) -> None:
+    from diffusers import UNet2DConditionModel
+
     from core.modeling.io import save_components
-    from core.modeling.presets import PRESETS, build_components, build_unet
+    from core.modeling.presets import build_components
     from core.modeling.single_file import export_single_file
 
-    components = build_components("tiny")
-    components.unet = build_unet(PRESETS["tiny"].model_copy(update={"unet_pooled_text": True}))
+    components = build_components("tiny")  # its UNet with the caption pooled into the timestep embedding, as Imagen does
+    config = {k: v for k, v in components.unet.config.items() if not k.startswith("_")} | {"addition_embed_type": "text", "addition_embed_type_num_heads": 2}
+    components.unet = UNet2DConditionModel.from_config(config)
     folder = save_components(components, tmp_path / "pooled")
     with pytest.raises(StudioError, match=r"^This UNet adds the pooled caption to its timestep embedding.*ONNX export\.$"):
         export_single_file(folder, tmp_path / "pooled.safetensors")

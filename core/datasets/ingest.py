@@ -6,9 +6,8 @@ and, when the upload has none of these, the file names. Images are normalised to
 orientation applied, first GIF frame, alpha on white); a converted image keeps its original.
 
 Entries are read straight from the zip (or folder, or memory), never unpacked, and each image is
-written once, to the draft's content-addressed `images/<sha256>.<ext>`, on a background thread
-(`core.files.write_behind`) while the next one is decoded; the first version hard-links those
-files when the store is local. An entry larger than `STREAM_ABOVE` is streamed to
+written once, to the draft's content-addressed `images/<sha256>.<ext>`; the first version
+hard-links those files when the store is local. An entry larger than `STREAM_ABOVE` is streamed to
 a file in the draft instead of being read into memory. Everything is built in a temporary folder
 inside `drafts/` and moved into place only when done, so a failed import leaves nothing behind;
 an import holds the dataset name's lock, so a second import of the same name is refused, never
@@ -30,7 +29,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
@@ -53,7 +51,6 @@ from core.datasets.safety import Entry
 from core.datasets.splits import default_split
 from core.datasets.versions import check_name, list_versions
 from core.errors import StudioError
-from core.files import write_behind
 from core.settings import get_settings
 
 Progress = Callable[[float, str], None]
@@ -231,49 +228,48 @@ def ingest_entries(entries: list[Entry], name: str, dest: Path, progress: Progre
             quarantine(rel, entry, f"unsupported file type {rel.suffix or '(none)'}")
 
     written: set[str] = set()  # identical images share one content-addressed file
-    with write_behind() as submit:  # file creation overlaps the next image's decoding
-        for i, entry in enumerate(images):
-            if progress and i % 25 == 0:
-                progress(i / len(images), f"Read {i}/{len(images)} images")
-            rel = entry.path
-            raw: bytes | Path
-            if entry.size > STREAM_ABOVE:
-                raw = dest / f".incoming-{i}"
-                entry.copy_to(raw)
-            else:
-                raw = entry.read()
-            prepared = prepare_image(raw, rel, settings.min_image_side)
-            if isinstance(prepared, str):
-                quarantine(rel, raw, prepared)
-                continue
-            image, data = prepared
-            for file, content in ((f"images/{image.sha256}.{image.ext}", data), (image.original, raw)):
-                if file and file not in written:
-                    submit(partial(write_new, dest / file, content))
-                    written.add(file)
-            if isinstance(raw, Path):  # queued after its write: unless that moved it, the content was stored already
-                submit(partial(raw.unlink, missing_ok=True))
-            caption = captions.get(rel)
-            if caption is None and not any_caption_source:
-                caption = Caption(filename_caption(rel), "file name")
-            label, split = label_and_split(rel)
-            item = DraftItem(
-                id=rel.as_posix(),
-                sha256=image.sha256,
-                ext=image.ext,
-                caption=caption.text if caption else "",
-                width=image.width,
-                height=image.height,
-                split=split,  # type: ignore[arg-type]
-                label=label,
-                phash=image.phash,
-                original=image.original,
-                caption_note=caption.note if caption else "",
-            )
-            sources[caption.source if caption else "none"] += 1
-            for reason in caption_problems(item):
-                problems.append(Problem(file=item.id, reason=reason))
-            items.append(item)
+    for i, entry in enumerate(images):
+        if progress and i % 25 == 0:
+            progress(i / len(images), f"Read {i}/{len(images)} images")
+        rel = entry.path
+        raw: bytes | Path
+        if entry.size > STREAM_ABOVE:
+            raw = dest / f".incoming-{i}"
+            entry.copy_to(raw)
+        else:
+            raw = entry.read()
+        prepared = prepare_image(raw, rel, settings.min_image_side)
+        if isinstance(prepared, str):
+            quarantine(rel, raw, prepared)
+            continue
+        image, data = prepared
+        for file, content in ((f"images/{image.sha256}.{image.ext}", data), (image.original, raw)):
+            if file and file not in written:
+                write_new(dest / file, content)
+                written.add(file)
+        if isinstance(raw, Path):
+            raw.unlink(missing_ok=True)  # not moved: the same content was already stored
+        caption = captions.get(rel)
+        if caption is None and not any_caption_source:
+            caption = Caption(filename_caption(rel), "file name")
+        label, split = label_and_split(rel)
+        item = DraftItem(
+            id=rel.as_posix(),
+            sha256=image.sha256,
+            ext=image.ext,
+            caption=caption.text if caption else "",
+            width=image.width,
+            height=image.height,
+            split=split,  # type: ignore[arg-type]
+            label=label,
+            phash=image.phash,
+            original=image.original,
+            caption_note=caption.note if caption else "",
+        )
+        sources[caption.source if caption else "none"] += 1
+        for reason in caption_problems(item):
+            problems.append(Problem(file=item.id, reason=reason))
+        items.append(item)
     if progress:
         progress(1.0, f"Read {len(images)} images")
     default_split(items)

@@ -34,9 +34,6 @@ class Preset(BaseModel):
     text_heads: int
     attention_head_dim: int = 8
     norm_groups: int = 32
-    # The caption, attention-pooled, added to the timestep embedding (diffusers' `addition_embed_type
-    # ="text"`, as Imagen and unCLIP do): every ResNet block sees the prompt, not only the attention ones.
-    unet_pooled_text: bool = False
 
     @property
     def latent_size(self) -> int:
@@ -151,7 +148,6 @@ def build_unet(preset: Preset) -> UNet2DConditionModel:
         cross_attention_dim=preset.text_width,
         attention_head_dim=preset.attention_head_dim,
         norm_num_groups=min(preset.norm_groups, min(preset.unet_channels)),
-        **({"addition_embed_type": "text", "addition_embed_type_num_heads": preset.text_heads} if preset.unet_pooled_text else {}),
     )
 
 
