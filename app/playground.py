@@ -69,7 +69,7 @@ def lora_ref(choice: str | None) -> str | None:
 def entry_for(model_id: str | None) -> ModelEntry:
     entry = next((m for m in list_models() if m.id == model_id), None)
     if entry is None:
-        raise gr.Error("Pick a model first (train a run or export one; refresh the list with 🔄).")
+        raise gr.Error("Pick a model first (train a run, export one or import a checkpoint; refresh the list with 🔄).")
     return entry
 
 

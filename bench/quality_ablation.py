@@ -29,6 +29,7 @@ import core  # noqa: F401
 import torch
 import yaml
 
+
 def override_preset(name: str, assignments: list[str]) -> dict[str, Any]:
     """Change the recipe's preset in this process: the trained model's config.json records the result."""
     from core.modeling.presets import PRESETS

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        """Models imported from single-file checkpoints (`studio model import`), one folder each."""
+        """Models imported from single-file checkpoints (`studio model import-single-file`), one folder each."""
         return self.home.resolve() / "models"
 
 

@@ -1,8 +1,9 @@
 """The models a user can generate with, and one cached generator per model and backend.
 
 A model is named by an MLflow run id, an export id, an imported model (`model:<name>`) or a folder
-(a diffusers model or an ONNX export). Either backend works with any of them when the other half exists: ONNX Runtime on a run
-uses the run's newest export; PyTorch on an export uses the model it was exported from.
+(a diffusers model or an ONNX export). Either backend works with any of them when the other half
+exists: ONNX Runtime on a run uses the run's newest export; PyTorch on an export uses the model it
+was exported from.
 """
 
 from __future__ import annotations
