@@ -116,7 +116,7 @@ def model_folder(ref: str) -> Path:
         name = ref[len(IMPORTED) :]
         folder = get_settings().models_dir / name
         if "/" in name or name.startswith(".") or not (folder / "model_index.json").is_file():
-            raise StudioError(f"There is no imported model {name!r}; `studio model import-single-file` adds one.")
+            raise StudioError(f"There is no imported model {name!r}; `studio model import-single-file FILE --config RUN --name NAME` adds one.")
         return folder
     path = Path(ref).expanduser()
     if path.is_dir():
