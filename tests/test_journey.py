@@ -136,15 +136,22 @@ def test_the_journey(demo_home: Path, tmp_path: Path, monkeypatch: pytest.Monkey
         expect(editor).to_be_visible(timeout=60_000)
         editor.scroll_into_view_if_needed()
         unsaved = page.locator('[data-testid="stMetric"]').filter(has_text="Unsaved edits").locator('[data-testid="stMetricValue"]')
-        for _ in range(3):  # the grid is a canvas: a click that lands before it takes focus is lost, so try again
+        for _ in range(5):  # the grid is a canvas: a key that lands before it takes focus is lost, so each step is checked
             page.wait_for_timeout(1000)
             box = editor.bounding_box()
             assert box
             page.mouse.click(box["x"] + 30, box["y"] + 35 + 17)  # the first row's file cell
             page.wait_for_timeout(300)
             page.keyboard.press("ArrowRight")  # its caption
-            page.keyboard.type("a circle edited in the journey")
-            page.keyboard.press("Enter")
+            page.keyboard.press("Enter")  # opens the cell's editor, a textarea over the canvas
+            cell = page.locator("textarea.gdg-input")
+            try:
+                expect(cell).to_be_visible(timeout=5_000)
+            except AssertionError:
+                page.keyboard.press("Escape")
+                continue
+            cell.fill("a circle edited in the journey")
+            cell.press("Enter")
             try:
                 expect(unsaved).to_have_text("1", timeout=20_000)
                 break
