@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     import_max_bytes: int = Field(8 << 30, ge=1, description="Most uncompressed bytes one dataset import may hold.")
     import_max_entry_bytes: int = Field(1 << 30, ge=1, description="Most uncompressed bytes one file of a dataset import may hold.")
     import_max_ratio: float = Field(200.0, gt=1, description="Highest compression ratio a zip entry may have.")
+    import_workers: int = Field(0, ge=0, description="Processes that read and hash the images of a large import (500 or more): 0, one per CPU core up to 8; 1, only the studio's own.")
     min_image_side: int = Field(16, ge=1, description="Images with a shorter side are quarantined as too small.")
     sagemaker_role: str | None = Field(None, description="IAM role ARN SageMaker training jobs run as.")
     sagemaker_instance_type: str = Field("ml.g5.2xlarge", description="Default SageMaker instance type.")

@@ -52,6 +52,18 @@ def launch(playwright):  # type: ignore[no-untyped-def]
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
+def upload_zip(page, url: str, name: str, archive: Path) -> None:  # type: ignore[no-untyped-def]
+    """On the Datasets page's import form, name the dataset `name`, choose `archive` and press Import."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{url}/datasets?new=1", timeout=120_000)
+    expect(page.get_by_text("Import images and captions")).to_be_visible(timeout=120_000)
+    page.get_by_placeholder("my-cats").fill(name)
+    page.get_by_placeholder("my-cats").press("Enter")
+    page.locator("input[type=file]").first.set_input_files(str(archive))
+    page.get_by_role("button", name="📥 Import").click()
+
+
 def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
     """Save the page as `name`.png: into docs/screenshots under STUDIO_SCREENSHOTS=1 (`make
     screenshots`), else into a temp folder, so a test run leaves the checkout as it was."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.browser import launch, screenshot, studio_server
+from tests.browser import launch, screenshot, studio_server, upload_zip
 
 
 def circles(i: int) -> bytes:
@@ -40,12 +40,7 @@ def test_upload_zip_and_see_the_gallery(tmp_path: Path) -> None:
     with studio_server(tmp_path / "home") as url, sync_playwright() as p:
         browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{url}/datasets", timeout=60_000)
-        expect(page.get_by_text("Import images and captions")).to_be_visible(timeout=60_000)
-        page.get_by_placeholder("my-cats").fill("shapes")
-        page.get_by_placeholder("my-cats").press("Enter")
-        page.locator("input[type=file]").first.set_input_files(str(archive))
-        page.get_by_role("button", name="📥 Import").click()
+        upload_zip(page, url, "shapes", archive)
         expect(page.get_by_text("Imported 14 images")).to_be_visible(timeout=90_000)
         expect(page.get_by_text("coloured circles, sample 0,")).to_be_visible(timeout=30_000)
         expect(page.locator("[data-testid=stImage] img").first).to_be_visible(timeout=30_000)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import launch, screenshot, studio_server
+from tests.browser import launch, screenshot, studio_server, upload_zip
 from tests.conftest import use_home
 from tests.servers import free_port
 from tests.test_datasets_browser import circles
@@ -116,12 +116,7 @@ def test_the_journey(demo_home: Path, tmp_path: Path, monkeypatch: pytest.Monkey
         screenshot(page, "home")
 
         # 2. Import a zip with two broken files: the report and the quarantine show them.
-        page.goto(f"{url}/datasets?new=1", timeout=120_000)
-        expect(page.get_by_text("Import images and captions")).to_be_visible(timeout=120_000)
-        page.get_by_placeholder("my-cats").fill("shapes")
-        page.get_by_placeholder("my-cats").press("Enter")
-        page.locator("input[type=file]").first.set_input_files(str(archive))
-        page.get_by_role("button", name="📥 Import").click()
+        upload_zip(page, url, "shapes", archive)
         expect(page.get_by_text("Imported 10 images")).to_be_visible(timeout=120_000)
         expect(page.get_by_text("2 quarantined")).to_be_visible()
         open_tab(page, "Validation \\(2\\)")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from tests.browser import launch, screenshot, studio_server
+from tests.browser import launch, screenshot, studio_server, upload_zip
 from tests.conftest import use_home
 from tests.servers import free_port
 from tests.test_journey import TIMEOUT, open_tab, wait_for_job
@@ -141,12 +141,7 @@ def test_the_subject_journey(trained_model: Path, tmp_path: Path, monkeypatch: p
         page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
 
         # 1. Upload the zip in the browser and import it; a bulk caption edit saved as a second version.
-        page.goto(f"{url}/datasets?new=1", timeout=120_000)
-        expect(page.get_by_text("Import images and captions")).to_be_visible(timeout=120_000)
-        page.get_by_placeholder("my-cats").fill(DATASET)
-        page.get_by_placeholder("my-cats").press("Enter")
-        page.locator("input[type=file]").first.set_input_files(str(archive))
-        page.get_by_role("button", name="📥 Import").click()
+        upload_zip(page, url, DATASET, archive)
         expect(page.get_by_text(f"Imported {len(SIZES)} images")).to_be_visible(timeout=240_000)
         expect(page.get_by_text("0 quarantined")).to_be_visible()
         (v1,) = [v.version for v in list_versions(DATASET)]

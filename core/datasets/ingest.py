@@ -7,8 +7,8 @@ orientation applied, first GIF frame, alpha on white); a converted image keeps i
 
 Entries are read straight from the zip (or folder, or memory), never unpacked, and each image is
 written once, to the draft's content-addressed `images/<sha256>.<ext>`; the first version
-hard-links those files when the store is local. An entry larger than `STREAM_ABOVE` is streamed to
-a file in the draft instead of being read into memory. Everything is built in a temporary folder
+hard-links those files when the store is local. Reading, checking and writing the images is
+`ingest_workers`' (in worker processes for a large import). Everything is built in a temporary folder
 inside `drafts/` and moved into place only when done, so a failed import leaves nothing behind;
 an import holds the dataset name's lock, so a second import of the same name is refused, never
 replacing the first one's draft.
@@ -22,12 +22,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -46,7 +45,7 @@ from core.datasets.draft import (
     save_draft,
     save_version,
 )
-from core.datasets.images import prepare_image
+from core.datasets.ingest_workers import quarantine_path, store_images, worker_count
 from core.datasets.safety import Entry
 from core.datasets.splits import default_split
 from core.datasets.versions import check_name, list_versions
@@ -62,7 +61,6 @@ TEXT_COLUMNS = ("text", "caption", "prompt")
 SPLIT_DIRS = {"train": "train", "validation": "val", "val": "val", "test": "val"}
 DUPLICATE = re.compile(r"\.dup\d+(\.[^./]*)?\.duplicate$")
 JUNK_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
-STREAM_ABOVE = 16 << 20  # larger entries go to disk in chunks, not through memory
 
 
 def is_junk(rel: PurePosixPath) -> bool:
@@ -145,7 +143,8 @@ def label_and_split(rel: PurePosixPath) -> tuple[str, str]:
 class Captions:
     """Each image's caption: a table row (metadata.jsonl, CSV, Parquet) first, else the `.txt`
     sidecar with the image's stem, whatever the case of the image's extension (`IMG_1.JPG` with
-    `IMG_1.txt`); a sidecar is read only when an image needs it."""
+    `IMG_1.txt`); a sidecar is read along with its image (in the same worker process), and only
+    when the image needs it."""
 
     def __init__(self, entries: list[Entry]) -> None:
         self.tables: dict[str, Caption] = {}
@@ -165,28 +164,18 @@ class Captions:
         """Whether the upload has any caption source (else captions come from the file names)."""
         return bool(self.tables or self.sidecars)
 
-    def get(self, image: PurePosixPath) -> Caption | None:
+    def sidecar(self, image: PurePosixPath) -> Entry | None:
+        """The `.txt` file to read along with the image: None when a table captions it."""
         path = str(image)
-        found = self.tables.get(path)
-        if found is None and (sidecar := self.sidecars.get(path[: -len(image.suffix)])) is not None:
-            text, note = decode_caption(sidecar.read())
+        return None if path in self.tables else self.sidecars.get(path[: -len(image.suffix)])
+
+    def get(self, image: PurePosixPath, sidecar: bytes | None) -> Caption | None:
+        """The image's caption, given the bytes of its sidecar when it has one."""
+        found = self.tables.get(str(image))
+        if found is None and sidecar is not None:
+            text, note = decode_caption(sidecar)
             found = Caption(text, ".txt sidecar", note)
         return found
-
-
-def write_new(path: Path, data: bytes | Path) -> None:
-    """Create a file in the private draft folder: three system calls, where `open()` makes five.
-    A file already on disk (a streamed entry) is moved there instead."""
-    if isinstance(data, Path):
-        os.rename(data, path)
-        return
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
 
 
 def ingest_entries(entries: list[Entry], name: str, dest: Path, progress: Progress | None = None) -> Draft:
@@ -201,14 +190,9 @@ def ingest_entries(entries: list[Entry], name: str, dest: Path, progress: Progre
     problems: list[Problem] = []
     sources: Counter[str] = Counter()
 
-    def quarantine(rel: PurePosixPath, raw: bytes | Path | Entry, reason: str) -> None:
-        problems.append(Problem(file=rel.as_posix(), reason=reason))
-        target = safety.inside(dest / "quarantine", rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(raw, Entry):
-            raw.copy_to(target)  # streamed, never whole in memory
-        else:
-            write_new(target, raw)
+    def quarantine(entry: Entry, reason: str) -> None:
+        problems.append(Problem(file=entry.path.as_posix(), reason=reason))
+        entry.copy_to(quarantine_path(dest, entry.path))  # streamed, never whole in memory
 
     images: list[Entry] = []
     stems: dict[str, str] = {}
@@ -216,60 +200,46 @@ def ingest_entries(entries: list[Entry], name: str, dest: Path, progress: Progre
         rel = entry.path
         if DUPLICATE.search(rel.name):
             original_name = DUPLICATE.sub(r"\1", rel.as_posix())
-            quarantine(rel, entry, f"duplicate file name: {original_name} appears more than once")
+            quarantine(entry, f"duplicate file name: {original_name} appears more than once")
         elif rel.suffix.lower() in IMAGE_EXTS:
             stem = rel.with_suffix("").as_posix()
             if stem in stems:
-                quarantine(rel, entry, f"duplicate file name: {stems[stem]} has the same name, so the caption is ambiguous")
+                quarantine(entry, f"duplicate file name: {stems[stem]} has the same name, so the caption is ambiguous")
             else:
                 stems[stem] = rel.as_posix()
                 images.append(entry)
         elif rel.suffix.lower() not in CAPTION_EXTS:
-            quarantine(rel, entry, f"unsupported file type {rel.suffix or '(none)'}")
+            quarantine(entry, f"unsupported file type {rel.suffix or '(none)'}")
 
-    written: set[str] = set()  # identical images share one content-addressed file
-    for i, entry in enumerate(images):
-        if progress and i % 25 == 0:
-            progress(i / len(images), f"Read {i}/{len(images)} images")
-        rel = entry.path
-        raw: bytes | Path
-        if entry.size > STREAM_ABOVE:
-            raw = dest / f".incoming-{i}"
-            entry.copy_to(raw)
-        else:
-            raw = entry.read()
-        prepared = prepare_image(raw, rel, settings.min_image_side)
-        if isinstance(prepared, str):
-            quarantine(rel, raw, prepared)
-            continue
-        image, data = prepared
-        for file, content in ((f"images/{image.sha256}.{image.ext}", data), (image.original, raw)):
-            if file and file not in written:
-                write_new(dest / file, content)
-                written.add(file)
-        if isinstance(raw, Path):
-            raw.unlink(missing_ok=True)  # not moved: the same content was already stored
-        caption = captions.get(rel)
-        if caption is None and not any_caption_source:
-            caption = Caption(filename_caption(rel), "file name")
-        label, split = label_and_split(rel)
-        item = DraftItem(
-            id=rel.as_posix(),
-            sha256=image.sha256,
-            ext=image.ext,
-            caption=caption.text if caption else "",
-            width=image.width,
-            height=image.height,
-            split=split,  # type: ignore[arg-type]
-            label=label,
-            phash=image.phash,
-            original=image.original,
-            caption_note=caption.note if caption else "",
-        )
-        sources[caption.source if caption else "none"] += 1
-        for reason in caption_problems(item):
-            problems.append(Problem(file=item.id, reason=reason))
-        items.append(item)
+    workers = worker_count(settings.import_workers, images)
+    pairs = [(image, captions.sidecar(image.path)) for image in images]
+    with closing(store_images(pairs, dest, settings.min_image_side, workers, progress)) as stored:
+        for entry, (image, sidecar) in zip(images, stored, strict=True):
+            rel = entry.path
+            if isinstance(image, str):  # the file is in the quarantine already
+                problems.append(Problem(file=rel.as_posix(), reason=image))
+                continue
+            caption = captions.get(rel, sidecar)
+            if caption is None and not any_caption_source:
+                caption = Caption(filename_caption(rel), "file name")
+            label, split = label_and_split(rel)
+            item = DraftItem(
+                id=rel.as_posix(),
+                sha256=image.sha256,
+                ext=image.ext,
+                caption=caption.text if caption else "",
+                width=image.width,
+                height=image.height,
+                split=split,  # type: ignore[arg-type]
+                label=label,
+                phash=image.phash,
+                original=image.original,
+                caption_note=caption.note if caption else "",
+            )
+            sources[caption.source if caption else "none"] += 1
+            for reason in caption_problems(item):
+                problems.append(Problem(file=item.id, reason=reason))
+            items.append(item)
     if progress:
         progress(1.0, f"Read {len(images)} images")
     default_split(items)

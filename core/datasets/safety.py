@@ -28,18 +28,35 @@ CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where another process can open an entry again: member number `member` of the zip `archive`
+    (a zip may repeat a name), or, when `archive` is None, the file `name`; both paths absolute."""
+
+    archive: str | None
+    name: str
+    member: int = -1
+
+
+@dataclass(frozen=True)
 class Entry:
     """One file of an upload: its checked relative path and how to read its bytes.
 
     `read` returns them whole, `copy_to` streams them into a new file; both stop with one sentence
     past `import_max_entry_bytes`, whatever the header said. `size` is the size the header (or the
-    file system) declares.
+    file system) declares. `origin` is None for bytes held in memory.
     """
 
     path: PurePosixPath
     open: Callable[[], BinaryIO]
     size: int
     limit: int
+    origin: Origin | None = None
+
+    def __reduce__(self) -> tuple[Callable[..., Entry], tuple[PurePosixPath, Origin, int, int]]:
+        """Pickled for a worker process, which opens the entry again from its origin."""
+        if self.origin is None:
+            raise TypeError(f"{self.path} is held in memory and is read in this process only")
+        return reopen, (self.path, self.origin, self.size, self.limit)
 
     def read(self) -> bytes:
         with self.open() as f:
@@ -149,6 +166,21 @@ def _zip_opener(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Callable[[], Bina
     return lambda: _ZipMember(zf, info)  # type: ignore[return-value]
 
 
+# In a worker process: each zip its entries come from, open for the process's life (one import).
+_reopened_zips: dict[str, zipfile.ZipFile] = {}
+
+
+def reopen(path: PurePosixPath, origin: Origin, size: int, limit: int) -> Entry:
+    """An entry checked in another process, opened again from its origin."""
+    if origin.archive is None:
+        file = Path(origin.name)
+        return Entry(path, lambda: file.open("rb"), size, limit, origin)
+    zf = _reopened_zips.get(origin.archive)
+    if zf is None:
+        zf = _reopened_zips[origin.archive] = zipfile.ZipFile(origin.archive)
+    return Entry(path, _zip_opener(zf, zf.infolist()[origin.member]), size, limit, origin)
+
+
 @contextmanager
 def zip_entries(archive: Path, settings: Settings | None = None) -> Iterator[list[Entry]]:
     """Check every entry of the zip; yield them, readable while the block runs."""
@@ -174,8 +206,9 @@ def zip_entries(archive: Path, settings: Settings | None = None) -> Iterator[lis
         check_totals(len(members), sum(info.file_size for info in members), settings)
         seen: set[str] = set()
         limit = settings.import_max_entry_bytes
+        where, number = str(archive.absolute()), {id(info): i for i, info in enumerate(zf.infolist())}
         yield [
-            Entry(kept_apart(path, seen, i), _zip_opener(zf, info), info.file_size, limit)
+            Entry(kept_apart(path, seen, i), _zip_opener(zf, info), info.file_size, limit, Origin(where, info.filename, number[id(info)]))
             for i, (path, info) in enumerate(zip(paths, members, strict=True))
         ]
 
@@ -198,7 +231,7 @@ def folder_entries(src: Path, settings: Settings | None = None) -> list[Entry]:
         if size > limit:
             raise too_large(path.relative_to(src).as_posix(), limit)
     return [
-        Entry(PurePosixPath(path.relative_to(src).as_posix()), (lambda path=path: path.open("rb")), size, limit)
+        Entry(PurePosixPath(path.relative_to(src).as_posix()), (lambda path=path: path.open("rb")), size, limit, Origin(None, str(path.absolute())))
         for path, size in zip(files, sizes, strict=True)
     ]
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.datasets import ingest, safety
+from core.datasets import ingest_workers, safety
 from core.datasets.draft import draft_dir, drafts_dir, load_draft
 from core.datasets.export import export_folder
 from core.datasets.ingest import import_dataset
@@ -154,7 +154,7 @@ def test_a_header_that_understates_the_size_is_refused(home: Path, tmp_path: Pat
 
 
 def test_large_entries_are_streamed_not_read_whole(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ingest, "STREAM_ABOVE", 2000)
+    monkeypatch.setattr(ingest_workers, "STREAM_ABOVE", 2000)
     read_whole: list[str] = []
     original_read = safety.Entry.read
     monkeypatch.setattr(safety.Entry, "read", lambda self: (read_whole.append(str(self.path)), original_read(self))[1])
