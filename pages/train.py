@@ -292,7 +292,11 @@ def eta_text(started: datetime | None, fraction: float) -> str:
 
 @st.fragment(run_every=LIVE_SECONDS)
 def jobs_section() -> None:
-    """The jobs table, the Watch box and the watched job, redrawn live so no status goes stale."""
+    """The jobs table, the Watch box and the watched job, redrawn live so no status goes stale:
+    every active job is brought up to date first, so all three show the same status."""
+    with user_errors():
+        if list_jobs(limit=None, statuses=RUNNING):
+            control.refresh()
     queue_table()
     jobs = list_jobs(limit=50)
     if not jobs:
@@ -306,8 +310,6 @@ def jobs_section() -> None:
 
 def live_view(job_id: str) -> None:
     with user_errors():
-        if get_job(job_id).status in RUNNING:
-            control.refresh()
         job = get_job(job_id)
         progress = job_progress(job)
         head, stop_col, resume_col = st.columns([6, 1, 1])

@@ -135,3 +135,29 @@ def test_form_validates_then_launches_a_real_job(demo: str) -> None:
     fresh = page()
     fresh.button(key="train.clone").click().run()
     assert number(fresh, "UNet steps").value == 30 and fresh.checkbox(key="train.v_prediction").value
+
+
+def test_the_watch_box_says_what_the_view_below_it_says(home: Path) -> None:
+    """A job whose supervisor vanished since the page last looked (kill -9, a reboot): the live
+    redraw settles it before drawing, so the Watch box and the view below it both say failed (the
+    box used to say running until the next redraw)."""
+    import subprocess
+
+    from jobs.records import create_job, get_job
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    create_job("vanished01", "train", "local", {}, "train.log", status="running", pid=gone.pid, pid_started=0)
+
+    def live_jobs() -> None:
+        import core  # noqa: F401
+        from pages import train
+
+        train.jobs_section()
+
+    at = AppTest.from_function(live_jobs, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert get_job("vanished01").status == "failed"
+    assert at.selectbox(key="train.watch").options == ["vanished01 · failed"]
+    assert any("failed" in md.value.lower() and "vanished01" in md.value for md in at.markdown)
