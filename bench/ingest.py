@@ -73,7 +73,7 @@ def main() -> None:
         from core.datasets.safety import zip_entries
         from core.db import get_engine
         from core.modeling.tokenizer import count_tokens
-        from core.settings import get_settings
+        from core.settings import get_settings, reset_settings
 
         archive = Path(tmp) / "bench.zip"
         generated_zip(archive, args.images)
@@ -82,18 +82,22 @@ def main() -> None:
 
         # Interleaved repeats, each side's best kept (as timeit does): on a shared machine a single
         # pair of runs mostly measures what else was running.
-        bare_runs, import_runs = [], []
+        # The import as configured (worker processes), and in the studio's own process alone.
+        with zip_entries(archive) as entries:
+            workers = worker_count(get_settings().import_workers, [e for e in entries if e.path.suffix == ".jpg"])
+        bare_runs, import_runs, inline_runs = [], [], []
         for attempt in range(args.repeats):
             started = time.perf_counter()
             bare = bare_loop(archive)
             bare_runs.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            report = import_dataset(f"bench-{attempt}", zip_path=archive)
-            import_runs.append(time.perf_counter() - started)
-            assert report.imported == args.images, report
-        bare_s, import_s = min(bare_runs), min(import_runs)
-        with zip_entries(archive) as entries:
-            workers = worker_count(get_settings().import_workers, [e for e in entries if e.path.suffix == ".jpg"])
+            for runs, processes in ((import_runs, workers), (inline_runs, 1)):
+                os.environ["STUDIO_IMPORT_WORKERS"] = str(processes)
+                reset_settings()
+                started = time.perf_counter()
+                report = import_dataset(f"bench-{attempt}-{processes}", zip_path=archive)
+                runs.append(time.perf_counter() - started)
+                assert report.imported == args.images, report
+        bare_s, import_s, inline_s = min(bare_runs), min(import_runs), min(inline_runs)
 
         hashes = np.random.default_rng(0).integers(0, 2**63, args.hashes, dtype=np.uint64)
         started = time.perf_counter()
@@ -110,6 +114,9 @@ def main() -> None:
         "baseline": "bare loop: read from the zip, decode with Pillow, sha256",
         "import_workers": workers,
         "all_import_seconds": [round(t, 3) for t in import_runs],
+        "one_process_import_seconds": round(inline_s, 3),
+        "one_process_ratio_to_bare_loop": round((args.images / inline_s) / (bare / bare_s), 3),
+        "all_one_process_import_seconds": [round(t, 3) for t in inline_runs],
         "all_bare_loop_seconds": [round(t, 3) for t in bare_runs],
         "bare_loop_seconds": round(bare_s, 3),
         "bare_loop_images_per_s": round(bare / bare_s, 1),
