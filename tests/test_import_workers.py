@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -54,30 +55,32 @@ def imported(name: str, workers: int, monkeypatch: pytest.MonkeyPatch, **source:
 def test_worker_processes_store_what_the_studio_process_stores(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ingest_workers, "PARALLEL_ABOVE", 1)  # this small upload goes to the workers too
     files = upload_files()
-    archive = tmp_path / "shapes.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
     folder = tmp_path / "folder"
     for name, data in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
+    archive = tmp_path / "shapes.zip"
+    with warnings.catch_warnings(), zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        warnings.simplefilter("ignore")  # zipfile warns of the repeated name below
+        for name, data in files.items():
+            zf.writestr(name, data)
+        zf.writestr("shapes/train/square/img_02.png", png(99))  # a repeated name: a worker must read the first one
 
-    inline = imported("inline", 1, monkeypatch, zip_path=archive)
     with safety.zip_entries(archive) as entries:
         assert ingest_workers.worker_count(2, entries) == 2
         assert ingest_workers.worker_count(0, entries) == min(os.cpu_count() or 1, ingest_workers.MAX_WORKERS)
     assert ingest_workers.worker_count(2, safety.upload_entries([("a.png", png(0))])) == 1  # bytes in memory are read here
-    for name, source in (("from-zip", {"zip_path": archive}), ("from-folder", {"folder": folder})):
-        draft, stored = imported(name, 2, monkeypatch, **source)
-        assert draft == inline[0], name
-        assert stored == inline[1], name
-    items = {item["id"]: item for item in inline[0]["items"]}
+    for source in ({"zip_path": archive}, {"folder": folder}):
+        kind = next(iter(source))
+        one = imported(f"one-{kind}", 1, monkeypatch, **source)
+        assert imported(f"workers-{kind}", 2, monkeypatch, **source) == one, kind
+    draft, stored = one
+    items = {item["id"]: item for item in draft["items"]}
     assert items["train/circle/PHOTO.JPG"]["caption"] == "a photo from a camera"
     assert items["train/circle/old.bmp"]["original"]
     assert items["train/square/copy.png"]["sha256"] == items["train/circle/img_01.png"]["sha256"]
-    assert {p["file"] for p in inline[0]["quarantine"]} == {"train/circle/broken.png", "train/circle/tiny.png"}
-    assert "quarantine/train/circle/broken.png" in inline[1]
+    assert {p["file"] for p in draft["quarantine"]} == {"train/circle/broken.png", "train/circle/tiny.png"}
+    assert "quarantine/train/circle/broken.png" in stored
 
 
 @pytest.mark.parametrize("corrupt", ["img_33.png", "img_33.txt"])  # read by a worker; read by the studio while workers run
