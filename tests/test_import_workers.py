@@ -1,6 +1,7 @@
-"""A large import reads, checks and stores its images in worker processes: the draft they make is
-the one the studio's own process makes, byte for byte, from a zip or a folder, and a worker's
-error ends the import in one sentence with nothing left behind."""
+"""How an import runs. A large one reads, checks and stores its images in worker processes: the
+draft they make is the one the studio's own process makes, byte for byte, from a zip or a folder,
+and a read error, in a worker or in the studio, ends the import in one sentence with nothing left
+behind. The garbage collector pauses during an import and is on again after it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from core.datasets.draft import DRAFT_FILE, draft_dir, drafts_dir, load_draft
 from core.datasets.ingest import import_dataset
 from core.errors import StudioError
 from core.settings import reset_settings
-from tests.test_datasets import assert_nothing_left, encode, png
+from tests.test_datasets import assert_nothing_left, encode, make_zip, png
 
 pytestmark = pytest.mark.xdist_group("import-workers")
 
@@ -125,3 +126,20 @@ def test_a_large_upload_in_the_browser_is_read_by_worker_processes(tmp_path: Pat
         expect(page.get_by_text(f"Imported {count} images")).to_be_visible(timeout=120_000)
         expect(page.get_by_text("0 quarantined")).to_be_visible()
         browser.close()
+
+
+def test_an_import_leaves_the_garbage_collector_as_it_found_it(home: Path, tmp_path: Path) -> None:
+    """The collector is paused while an import runs (bench/ingest.py), and on again after it, failed or not."""
+    import gc
+
+    import_dataset("on", zip_path=make_zip(tmp_path / "ok.zip", {"a.png": png(1), "a.txt": b"a caption"}))
+    assert gc.isenabled()
+    with pytest.raises(StudioError, match="No usable image"):
+        import_dataset("failed", zip_path=make_zip(tmp_path / "bad.zip", {"a.txt": b"a caption, no image"}))
+    assert gc.isenabled()
+    gc.disable()  # a process that turned it off itself keeps it off
+    try:
+        import_dataset("off", zip_path=make_zip(tmp_path / "ok2.zip", {"b.png": png(2), "b.txt": b"another"}))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

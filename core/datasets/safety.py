@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -123,9 +123,10 @@ def check_totals(count: int, total: int, settings: Settings) -> None:
 
 def kept_apart(rel: PurePosixPath, seen: set[str], index: int) -> PurePosixPath:
     """A repeated name gets its own name, so validation reports the duplicate instead of losing it."""
-    if str(rel) in seen:
+    key = str(rel)
+    if key in seen:
         return rel.with_name(f"{rel.stem}.dup{index}{rel.suffix}.duplicate")
-    seen.add(str(rel))
+    seen.add(key)
     return rel
 
 
@@ -258,4 +259,4 @@ def dataset_root(entries: list[Entry]) -> list[Entry]:
         depth += 1
     if depth == 0:
         return entries
-    return [replace(e, path=PurePosixPath("/".join(e.path.parts[depth:]))) for e in entries]
+    return [Entry(PurePosixPath("/".join(e.path.parts[depth:])), e.open, e.size, e.limit, e.origin) for e in entries]
