@@ -8,7 +8,9 @@ memory, and otherwise in a pool of `STUDIO_IMPORT_WORKERS` processes that reopen
 file themselves: decoding is CPU-bound Python and C that one process cannot spread over cores.
 
 The pool's processes come from a fork server (a fresh interpreter that imports this module once),
-never forked from the studio's own threaded process.
+never forked from the studio's own threaded process. As with any multiprocessing code, a script
+of one's own that imports through here needs its main code under `if __name__ == "__main__":`
+(the fork server runs the main module again); the studio's, the CLI's and pytest's entry points have it.
 """
 
 from __future__ import annotations
