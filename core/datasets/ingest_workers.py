@@ -10,7 +10,7 @@ file themselves: decoding is CPU-bound Python and C that one process cannot spre
 The pool's processes come from a fork server (a fresh interpreter that imports this module once),
 never forked from the studio's own threaded process. As with any multiprocessing code, a script
 of one's own that imports through here needs its main code under `if __name__ == "__main__":`
-(the fork server runs the main module again); the studio's, the CLI's and pytest's entry points have it.
+(each worker runs the main module again, as `__mp_main__`); the studio's, the CLI's and pytest's entry points have it.
 """
 
 from __future__ import annotations
