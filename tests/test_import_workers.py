@@ -6,7 +6,9 @@ behind. The garbage collector pauses during an import and is on again after it."
 from __future__ import annotations
 
 import os
+import sys
 import time
+import types
 import warnings
 import zipfile
 from pathlib import Path
@@ -82,6 +84,22 @@ def test_worker_processes_store_what_the_studio_process_stores(home: Path, tmp_p
     assert items["train/square/copy.png"]["sha256"] == items["train/circle/img_01.png"]["sha256"]
     assert {p["file"] for p in draft["quarantine"]} == {"train/circle/broken.png", "train/circle/tiny.png"}
     assert "quarantine/train/circle/broken.png" in stored
+
+
+def test_workers_never_run_the_main_module(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under Streamlit (and AppTest) `__main__` is the page script; multiprocessing would run it
+    again in every worker. Here it is a script that must not run: the import still succeeds."""
+    script = tmp_path / "page.py"
+    script.write_text("raise SystemExit('the main module ran in a worker process')\n")
+    page = types.ModuleType("__main__")
+    page.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    monkeypatch.setattr(ingest_workers, "PARALLEL_ABOVE", 1)
+    monkeypatch.setenv("STUDIO_IMPORT_WORKERS", "2")
+    reset_settings()
+    archive = make_zip(tmp_path / "a.zip", {f"img_{i}.png": png(i) for i in range(8)})
+    assert import_dataset("main-module", zip_path=archive).imported == 8
+    assert sys.modules["__main__"] is page
 
 
 @pytest.mark.parametrize("corrupt", ["img_33.png", "img_33.txt"])  # read by a worker; read by the studio while workers run

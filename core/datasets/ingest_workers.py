@@ -8,17 +8,20 @@ memory, and otherwise in a pool of `STUDIO_IMPORT_WORKERS` processes that reopen
 file themselves: decoding is CPU-bound Python and C that one process cannot spread over cores.
 
 The pool's processes come from a fork server (a fresh interpreter that imports this module once),
-never forked from the studio's own threaded process. As with any multiprocessing code, a script
-of one's own that imports through here needs its main code under `if __name__ == "__main__":`
-(each worker runs the main module again, as `__mp_main__`); the studio's, the CLI's and pytest's entry points have it.
+never forked from the studio's own threaded process, and they never run this process's main
+module: multiprocessing would run it again in each worker, and under Streamlit that is the page
+script (the script runner makes it `__main__`), which must not run outside the studio.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+import types
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
@@ -119,7 +122,8 @@ def store_images(images: Sequence[tuple[Entry, Entry | None]], dest: Path, min_s
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(store_chunk, start, images[start : start + size], dest, min_side) for start in starts]
+        with main_module_hidden():  # the workers start as the first chunks are submitted
+            futures = [pool.submit(store_chunk, start, images[start : start + size], dest, min_side) for start in starts]
         try:
             for start, future in zip(starts, futures, strict=True):
                 if progress:
@@ -132,6 +136,18 @@ def store_images(images: Sequence[tuple[Entry, Entry | None]], dest: Path, min_s
             ) from None
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def main_module_hidden() -> Iterator[None]:
+    """While worker processes start: a `__main__` with no file and no name, so that they have no
+    main module to run again (multiprocessing's "safe importing of main module")."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def store_chunk(start: int, images: Sequence[tuple[Entry, Entry | None]], dest: Path, min_side: int) -> list[Stored]:
