@@ -6,6 +6,7 @@ behind. The garbage collector pauses during an import and is on again after it."
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import types
@@ -100,6 +101,37 @@ def test_workers_never_run_the_main_module(home: Path, tmp_path: Path, monkeypat
     archive = make_zip(tmp_path / "a.zip", {f"img_{i}.png": png(i) for i in range(8)})
     assert import_dataset("main-module", zip_path=archive).imported == 8
     assert sys.modules["__main__"] is page
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_killed_worker_ends_the_import_in_one_sentence_and_leaves_nothing(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 of the workers (the out-of-memory killer, say) while they read the images."""
+    monkeypatch.setattr(ingest_workers, "PARALLEL_ABOVE", 1)
+    monkeypatch.setenv("STUDIO_IMPORT_WORKERS", "2")
+    reset_settings()
+    archive = make_zip(tmp_path / "a.zip", {f"img_{i:03d}.png": png(i) for i in range(600)})
+
+    def kill_the_workers(fraction: float, text: str) -> None:
+        if text.startswith("Read 0/"):  # the workers have just started: the fork server's children
+            servers = [pid for pid in children(os.getpid()) if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+            for worker in [w for server in servers for w in children(server)]:
+                os.kill(worker, signal.SIGKILL)
+
+    with pytest.raises(StudioError, match=r"^A process reading the images stopped unexpectedly; nothing was imported\. .*STUDIO_IMPORT_WORKERS=1"):
+        import_dataset("killed", zip_path=archive, progress=kill_the_workers)
+    assert_nothing_left("killed")
+    assert import_dataset("killed", zip_path=archive).imported == 600  # the next import starts new workers
 
 
 @pytest.mark.parametrize("corrupt", ["img_33.png", "img_33.txt"])  # read by a worker; read by the studio while workers run
