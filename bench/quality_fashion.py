@@ -14,9 +14,11 @@ template uses. Target: at one guidance, prompt accuracy >= 0.95, Fréchet distan
 floor and coverage >= 0.93. `--builtin emoji` trains the same recipe on the emoji (colour) and
 reports the same figures on ImageNet features (EfficientNet-Lite0), without a target yet.
 
-    .venv/bin/python bench/quality_fashion.py [--builtin emoji] [--set unet.steps=N ...] [--guidance G ...] [--n 1000] [--home DIR] [--result NAME] [--what "the change"]
+    .venv/bin/python bench/quality_fashion.py [--builtin emoji] [--set unet.steps=N ...] [--preset-set latent_channels=8 ...] [--guidance G ...] [--n 1000] [--home DIR] [--result NAME] [--what "the change"]
 
-`--what` also appends the run, as one row, to bench/results/quality_ablations.json.
+`--what` also appends the run, as one row, to bench/results/quality_ablations.json. With
+`--set stage=vae` only the VAE trains, and what is measured is its floor: its reconstructions of N
+real val images against N others.
 """
 
 from __future__ import annotations
@@ -79,6 +81,25 @@ def real_floor_spread(ref: str, n: int, pairs: int, features: str) -> list[float
     return [round(compare(subsets[2 * k], subsets[2 * k + 1], k).frechet, 2) for k in range(pairs)]
 
 
+def vae_floor(model_dir: Path, ref: str, n: int, features: str) -> dict[str, float]:
+    """The VAE's reconstructions of N real val images against N other real ones, the floor every
+    generation sits on, as evaluate() computes it, with the real-vs-real floor beside it."""
+    from core.evaluation.data import Version
+    from core.evaluation.evaluate import real_samples, vae_reconstruct
+    from core.evaluation.evaluator import get_evaluator
+    from core.evaluation.features import extractor
+    from core.evaluation.metrics import compare
+    from core.inference.torch_backend import TorchGenerator
+
+    version = Version.open(ref)
+    extract = extractor(features, get_evaluator(version))  # type: ignore[arg-type]
+    reference, other, _, other_items = real_samples(version, n, 0)
+    real = extract(reference)
+    floor = compare(real, extract(other)).frechet
+    vae = compare(real, extract(vae_reconstruct(TorchGenerator(model_dir), version, other_items)))
+    return {"floor_real_frechet": round(floor, 2), "frechet_over_real_floor": round(vae.frechet / floor, 2), "coverage": round(vae.coverage, 3), "precision": round(vae.precision, 3), "recall": round(vae.recall, 3)}
+
+
 def stage_throughput(metrics: list[dict[str, float]]) -> dict[str, float]:
     """Mean images per second of each stage, from its logged `samples_per_s`: with the load average,
     what says how busy the machine was."""
@@ -98,10 +119,12 @@ def main() -> None:
     from core.training.config import build_config
     from core.training.loop import train
     from core.training.recipes import FASHION
+    from quality_ablation import override_preset
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--builtin", choices=["fashion-mnist", "emoji"], default="fashion-mnist", help="emoji: the same recipe and figures, on ImageNet features")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key of the fashion recipe")
+    parser.add_argument("--preset-set", action="append", default=[], metavar="FIELD=VALUE", help="an override of the recipe's preset, in this process (bench/quality_ablation.py)")
     parser.add_argument("--n", type=int, default=1000, help="generated images per guidance scale")
     parser.add_argument("--guidance", type=float, action="append", help="default: 1, 2 and 4")
     parser.add_argument("--sample-steps", type=int, default=25)
@@ -123,10 +146,18 @@ def main() -> None:
             {**FASHION, "dataset": ref, "output_dir": str(out), "validate_every": 10_000, "sample_every": 10_000, "checkpoint_every": 10_000, "log_every": 50},
             args.set,
         )
+        preset_update = {k: list(v) if isinstance(v, tuple) else v for k, v in override_preset(config.preset, args.preset_set).items()}
         started = time.time()
         result = train(config)
         train_s = time.time() - started
         metrics, last = run_metrics(out)
+        if "unet" not in config.stages():
+            floors = vae_floor(result.model_dir, ref, args.n, features)
+            row = {"recipe": "fashion", "overrides": args.set, "preset": config.preset, "preset_overrides": preset_update, "images": {"vae": config.vae.steps * config.vae.batch_size}, "train_s": round(train_s, 1), "vae_val_psnr": last.get("vae_val_psnr"), "n": args.n, "vae_floor": floors}
+            if args.what:
+                append_ablation({"what": args.what, **row, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_average": machine()["load_average"]})
+            write_result(result_name, {"dataset": ref, "features": features, **row})
+            return
         started = time.time()
         evaluation = evaluate(
             EvalRequest(model=str(result.model_dir), dataset=ref, n=args.n, guidance=args.guidance or [1, 2, 4], steps=args.sample_steps, features=features),
@@ -159,6 +190,7 @@ def main() -> None:
                     "recipe": "fashion",
                     "overrides": args.set,
                     "preset": config.preset,
+                    "preset_overrides": preset_update,
                     "images": {stage: getattr(config, stage).steps * getattr(config, stage).batch_size for stage in config.stages()},
                     "train_s": round(train_s, 1),
                     "eval_s": round(time.time() - started, 1),
@@ -180,7 +212,7 @@ def main() -> None:
             {
                 "dataset": ref,
                 "features": features,
-                "recipe": {"name": "fashion", "overrides": args.set, "preset": config.preset, "vae": config.vae.model_dump(), "unet": config.unet.model_dump()},
+                "recipe": {"name": "fashion", "overrides": args.set, "preset": config.preset, "preset_overrides": preset_update, "vae": config.vae.model_dump(), "unet": config.unet.model_dump()},
                 "n": evaluation.n,
                 "n_real": evaluation.n_real,
                 "sampling_steps": args.sample_steps,
