@@ -6,6 +6,8 @@ two strengths. Each main step saves a `subject-*` screenshot (`make screenshots`
 
 from __future__ import annotations
 
+import time
+
 import io
 import re
 import zipfile
@@ -144,7 +146,12 @@ def test_the_subject_journey(trained_model: Path, tmp_path: Path, monkeypatch: p
         upload_zip(page, url, DATASET, archive)
         expect(page.get_by_text(f"Imported {len(SIZES)} images")).to_be_visible(timeout=240_000)
         expect(page.get_by_text("0 quarantined")).to_be_visible()
-        (v1,) = [v.version for v in list_versions(DATASET)]
+        # The server's process wrote the version; this process reads the catalog on its own connection.
+        for _ in range(50):
+            if versions := [v.version for v in list_versions(DATASET)]:
+                break
+            time.sleep(0.2)
+        (v1,) = versions
         open_tab(page, "Captions")
         choose(page, "Operation", "Prepend a trigger word")
         enter(page, "Text", "sks")
