@@ -6,10 +6,9 @@ two strengths. Each main step saves a `subject-*` screenshot (`make screenshots`
 
 from __future__ import annotations
 
-import time
-
 import io
 import re
+import time
 import zipfile
 from pathlib import Path
 
