@@ -67,6 +67,8 @@ def test_config_errors_are_one_sentence(demo_home: Path, tmp_path: Path) -> None
     # ZeRO-3 shards the weights that sampling and checkpoints read whole: refused before anything runs.
     proc = run_training(["dataset=digits", "deepspeed.zero_stage=3"], env, check=False)
     assert proc.returncode == 2 and "error: The config value 'deepspeed.zero_stage' is not valid: ZeRO stage 3 is not supported" in proc.stderr
+    proc = run_training(["dataset=digits", "unet.caption_noise=0.3"], env, check=False)
+    assert proc.returncode == 2 and "unet.caption_noise teaches the text encoder to ignore unknown words; it needs unet.train_text_encoder" in proc.stderr
     assert not any(tmp_path.rglob("status.json"))  # nothing half-written
 
 
@@ -160,7 +162,7 @@ def test_training_options_and_lora_finetune(demo_home: Path, trained_model: Path
     options = tmp_path / "options"
     run_training(
         [*short, f"output_dir={options}", "unet.ema_decay=0.9", "unet.prediction_type=v_prediction", "unet.train_text_encoder=true",
-         "unet.noise_offset=0.05", "gradient_checkpointing=true", "mixed_precision=bf16"],
+         "unet.caption_noise=0.5", "unet.noise_offset=0.05", "gradient_checkpointing=true", "mixed_precision=bf16"],
         env,
     )
     assert json.loads((options / "model" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"

@@ -38,6 +38,7 @@ class UnetConfig(StageConfig):
     steps: int = Field(1040, ge=0, le=10_000_000)
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     caption_dropout: float = Field(0.1, ge=0, le=1, description="Share of empty captions, for CFG.")
+    caption_noise: float = Field(0.0, ge=0, le=1, description="Share of captions with one or two random words inserted, so a trained text encoder learns to ignore words its captions never had.")
     min_snr_gamma: float | None = Field(5.0, gt=0)
     noise_offset: float = Field(0.0, ge=0, le=1)
     ema_decay: float | None = Field(None, gt=0, lt=1)
@@ -142,6 +143,8 @@ class TrainConfig(StrictModel):
             raise ValueError("evaluate needs a catalog dataset (name@version) to compare with")
         if self.unet.lora_rank and self.preset != "finetune":
             raise ValueError("LoRA (unet.lora_rank) is for fine-tuning; use preset 'finetune'")
+        if self.unet.caption_noise and not self.unet.train_text_encoder:
+            raise ValueError("unet.caption_noise teaches the text encoder to ignore unknown words; it needs unet.train_text_encoder")
         if self.subject is not None:
             if self.preset != "finetune":
                 raise ValueError("subject fine-tuning starts from a base model; use preset 'finetune' with base_model")
