@@ -38,7 +38,7 @@ class UnetConfig(StageConfig):
     steps: int = Field(1040, ge=0, le=10_000_000)
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     caption_dropout: float = Field(0.1, ge=0, le=1, description="Share of empty captions, for CFG.")
-    caption_noise: float = Field(0.0, ge=0, le=1, description="Share of captions with one or two random words inserted, so a trained text encoder learns to ignore words its captions never had.")
+    caption_noise: float = Field(0.0, ge=0, le=1, description="Share of captions with one or two random words or punctuation marks inserted, so a trained text encoder learns to ignore tokens its captions never had or that only one kind of caption carries.")
     min_snr_gamma: float | None = Field(5.0, gt=0)
     noise_offset: float = Field(0.0, ge=0, le=1)
     ema_decay: float | None = Field(None, gt=0, lt=1)

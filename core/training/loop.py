@@ -35,7 +35,7 @@ from core.modeling.lora import add_lora, has_lora, load_lora_state, lora_state
 from core.modeling.presets import Components, build_components
 from core.tracking import flatten
 from core.training.buckets import bucket_spec, sample_sizes, write_trained_sizes
-from core.training.captions import noise_captions, vocabulary_words
+from core.training.captions import noise_captions, noise_tokens
 from core.training.checkpoint import checkpoint_name, hold_checkpoints, load_state, resolve_resume, save_checkpoint, save_state
 from core.training.config import StageConfig, TrainConfig
 from core.training.data import batch_indices, load_splits, prior_batch_indices
@@ -243,7 +243,7 @@ class Trainer:
         every_caption = self.train_split.captions + self.val_split.captions + [""]
         embeddings = None if train_text else embed_captions(c.text_encoder, c.tokenizer, every_caption, self.d.device)
         scale = c.vae.config.scaling_factor
-        noise_words = vocabulary_words(c.tokenizer) if cfg.caption_noise else []
+        inserted = noise_tokens(c.tokenizer) if cfg.caption_noise else None
 
         def text(captions: list[str]) -> torch.Tensor:
             if embeddings is None:
@@ -261,8 +261,8 @@ class Trainer:
                 latents = (mean + std * self._rand(*mean.shape)) * scale
             drop = torch.rand(len(idx), generator=self.generator) < cfg.caption_dropout
             captions = ["" if d else self.train_split.captions[i] for i, d in zip(idx.tolist(), drop.tolist(), strict=True)]
-            if cfg.caption_noise:
-                captions = noise_captions(captions, cfg.caption_noise, noise_words, self.generator)
+            if inserted is not None:
+                captions = noise_captions(captions, cfg.caption_noise, inserted, self.generator)
             noise = self._rand(*latents.shape)
             if cfg.noise_offset:
                 noise = noise + cfg.noise_offset * self._rand(latents.shape[0], latents.shape[1], 1, 1)
