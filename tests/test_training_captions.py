@@ -31,5 +31,5 @@ def test_noise_inserts_known_single_tokens_and_keeps_the_caption() -> None:
         changed += extra > 0
         marks += sum(part in tokens.marks for part in after.split())
     assert 150 < changed < 250  # about half of the 400 non-empty captions
-    assert 60 < marks < 240  # about half of the ~300 inserted tokens are marks
+    assert 30 < marks < 130  # about a quarter of the ~300 inserted tokens are marks
     assert noise_captions(captions, 0.0, tokens, torch.Generator().manual_seed(0)) == captions
