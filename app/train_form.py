@@ -155,6 +155,8 @@ class TrainForm(BaseModel):
                     "batch_size": self.batch_size,
                     "lr": self.lr,
                     "train_text_encoder": self.train_text,
+                    # Caption noise teaches the text encoder that trains; a frozen one has it off too.
+                    "caption_noise": kept.get("unet", {}).get("caption_noise", 0.0) if self.train_text else 0.0,
                     "ema_decay": self.ema or None,
                     "min_snr_gamma": self.min_snr or None,
                     "noise_offset": self.noise_offset,
