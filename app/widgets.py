@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import altair as alt
 import pandas as pd
@@ -107,3 +108,13 @@ def pick(label: str, options: dict[str, str], state_key: str) -> str:
     selected = st.session_state.get(state_key)
     shown = st.selectbox(label, list(options), index=ids.index(selected) if selected in ids else 0)
     return options[shown]
+
+
+def file_download(label: str, path: Path | Callable[[], Path], file_name: str, mime: str, *, where=st, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    """A button that downloads the file at `path` (or at the path the callable makes, on click).
+
+    The bytes are read on click, not at every rerun (a checkpoint runs to gigabytes), and the click
+    starts no rerun: a rerun would replace the button's deferred file while the browser fetches it,
+    and the download would be lost.
+    """
+    where.download_button(label, data=lambda: (path() if callable(path) else path).read_bytes(), file_name=file_name, mime=mime, on_click="ignore", **kwargs)

@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.widgets import user_errors
+from app.widgets import file_download, user_errors
 from core.datasets import curate, dedupe, staging, stats
 from core.datasets.buckets import DEFAULT_MAX_ASPECT
 from core.datasets.builtin import DESCRIPTIONS, import_builtin
@@ -351,7 +351,7 @@ def versions(draft: Draft) -> None:
             path = export_zip(ref, get_settings().cache_dir / "exports" / f"{ref.replace('@', '-')}.zip", progress=progress_bar("Zipping…"))
             st.session_state["export_zip"] = str(path)
         if (path := st.session_state.get("export_zip")) and Path(path).is_file() and Path(path).stem == ref.replace("@", "-"):
-            st.download_button("⬇️ Download zip", Path(path).read_bytes(), file_name=Path(path).name, mime="application/zip", width="stretch")
+            file_download("⬇️ Download zip", Path(path), Path(path).name, "application/zip", width="stretch")
     with e2, user_errors():
         folder = st.text_input("Export to a new folder", placeholder="/path/to/new/folder", key=f"folder-{draft.name}")
         if st.button("📁 Export to folder", disabled=not folder, width="stretch"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app.widgets import pick, user_errors
+from app.widgets import file_download, pick, user_errors
 from core.export.exporter import export_files, export_model, export_zip
 from core.export_records import get_export, list_exports
 from core.inference.models import list_models
@@ -52,7 +52,7 @@ def model_files(ref: str) -> None:
     }
     for kind, path in st.session_state.get(key, {}).items():
         label, file_name = buttons[kind]
-        st.download_button(label, data=lambda path=path: path.read_bytes(), file_name=file_name, mime="application/octet-stream")
+        file_download(label, path, file_name, "application/octet-stream")
 
 
 def parity_section(parity: dict) -> None:
@@ -79,9 +79,7 @@ def export_details(export_id: str) -> None:
     parity_section(record.parity)
     with st.expander("Files", expanded=False):
         st.dataframe(pd.DataFrame([{"file": f, "MB": round(size / 1e6, 3)} for f, size in export_files(record)]), hide_index=True, width="stretch")
-    st.download_button(
-        "⬇️ Download as zip", data=lambda: export_zip(record).read_bytes(), file_name=f"onnx-{record.id}.zip", mime="application/zip"
-    )
+    file_download("⬇️ Download as zip", lambda: export_zip(record), f"onnx-{record.id}.zip", "application/zip")
     st.code(f"studio generate --model {record.id} --backend onnx --prompt \"a handwritten digit seven\"", language="bash")
 
 

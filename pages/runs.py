@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from app import navigation
-from app.widgets import HIGHLIGHT_CHANGED, status_label, user_errors, user_log
+from app.widgets import HIGHLIGHT_CHANGED, file_download, status_label, user_errors, user_log
 from core.errors import StudioError
 from core.export.exporter import export_model
 from core.tracking import artifacts, compare, edits, registry, runs, samples
@@ -259,8 +259,7 @@ def actions(detail: runs.RunDetail) -> None:
             with st.spinner("Zipping the model…"):
                 st.session_state[f"zip-{run_id}"] = str(artifacts.model_zip(run_id))
         if st.session_state.get(f"zip-{run_id}"):
-            with open(st.session_state[f"zip-{run_id}"], "rb") as f:
-                c2.download_button("⬇️ Download model.zip", f.read(), file_name=f"{detail.row.name}-model.zip", mime="application/zip")
+            file_download("⬇️ Download model.zip", Path(st.session_state[f"zip-{run_id}"]), f"{detail.row.name}-model.zip", "application/zip", where=c2)
 
     st.markdown("**Delete**")
     sure = st.checkbox(f"Yes, delete the run {detail.row.name}", key=f"sure-{run_id}")

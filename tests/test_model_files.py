@@ -290,8 +290,9 @@ def test_export_page_offers_the_files_for_other_tools(models: dict[str, Path], h
     prepare = next(b for b in at.button if "Prepare" in b.label)
     prepare.click().run()
     assert not at.exception and not at.error
-    labels = [b.proto.label for b in at.get("download_button")]
-    assert labels == ["⬇️ Single-file checkpoint (.safetensors)", "⬇️ LoRA for diffusers", "⬇️ LoRA for kohya / ComfyUI"]
+    buttons = [b.proto for b in at.get("download_button")]
+    assert [b.label for b in buttons] == ["⬇️ Single-file checkpoint (.safetensors)", "⬇️ LoRA for diffusers", "⬇️ LoRA for kohya / ComfyUI"]
+    assert all(b.ignore_rerun and b.deferred_file_id for b in buttons)
 
 
 def test_text_encoder_is_saved_in_the_published_clip_layout(models: dict[str, Path], home: Path) -> None:

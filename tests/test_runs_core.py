@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 def test_list_filters_sort_and_paging(runs_store: dict) -> None:
     a, b = runs_store["runs"]["tiny-a"], runs_store["runs"]["tiny-b"]
-    names = lambda q, token=None: [r.name for r in runs.list_runs(q, token).rows]
+    def names(q, token=None):  # type: ignore[no-untyped-def]
+        return [r.name for r in runs.list_runs(q, token).rows]
 
     assert set(names(runs.RunQuery())) == {"tiny-a", "tiny-b", "broken-small"}
     assert set(names(runs.RunQuery(status=["FINISHED"]))) == {"tiny-a", "tiny-b"}

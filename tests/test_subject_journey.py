@@ -245,6 +245,7 @@ def test_the_subject_journey(trained_model: Path, tmp_path: Path, monkeypatch: p
         page.get_by_role("button", name="🧳 Prepare the files").click()
         kohya = page.get_by_role("button", name="⬇️ LoRA for kohya / ComfyUI")
         expect(kohya).to_be_visible(timeout=TIMEOUT)
+        settled(page)  # the run that wrote the files is over: the button is the one the server keeps
         with page.expect_download(timeout=120_000) as caught:
             kohya.click()
         download = caught.value

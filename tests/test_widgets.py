@@ -1,4 +1,4 @@
-"""Shared widgets: the training chart draws each stage on its own step axis."""
+"""Shared widgets: the training chart draws each stage on its own step axis; downloads start no rerun."""
 
 from __future__ import annotations
 
@@ -28,6 +28,24 @@ def test_each_stage_gets_its_own_labelled_step_axis() -> None:
     specs = [json.loads(e.proto.spec) for e in at.get("vega_lite_chart")]
     titles = sorted(spec["encoding"]["x"]["title"] for spec in specs)
     assert titles == ["UNet step", "VAE step"]
+
+
+def download_app() -> None:
+    from pathlib import Path
+
+    from app.widgets import file_download
+
+    file_download("⬇️ Get it", Path("never-read-at-render.bin"), "it.bin", "application/octet-stream")
+
+
+def test_a_download_reads_its_file_on_click_and_starts_no_rerun() -> None:
+    """A rerun started by the click replaced the button's deferred file while the browser asked for it:
+    the download was lost (the subject journey's kohya LoRA, once in CI)."""
+    at = AppTest.from_function(download_app).run()
+    assert not at.exception
+    (button,) = at.get("download_button")
+    assert button.proto.ignore_rerun
+    assert button.proto.deferred_file_id and not button.proto.url  # a missing file is not read at render
 
 
 def test_every_highlight_names_its_text_colour() -> None:
