@@ -161,6 +161,8 @@ class TrainForm(BaseModel):
                     "min_snr_gamma": self.min_snr or None,
                     "noise_offset": self.noise_offset,
                     "prediction_type": "v_prediction" if self.v_prediction else "epsilon",
+                    # A zero-SNR schedule needs v-prediction: unticking it turns the schedule back too.
+                    "zero_terminal_snr": kept.get("unet", {}).get("zero_terminal_snr", False) and self.v_prediction,
                     "lora_rank": self.lora_rank or None,
                 },
                 "mixed_precision": self.mixed_precision,

@@ -88,6 +88,13 @@ def test_editing_a_field_changes_only_that_field(edits: dict[str, Any], expected
     assert changed(form, **edits) == expected
 
 
+def test_unticking_v_prediction_turns_a_zero_snr_schedule_off_with_it() -> None:
+    fashion = RECIPES["fashion"]
+    form = TrainForm.from_config({**fashion, "dataset": "fashion-mnist@v1", "unet": {**fashion["unet"], "prediction_type": "v_prediction", "zero_terminal_snr": True}})
+    assert form.to_config().unet.zero_terminal_snr  # kept through the form
+    assert changed(form, v_prediction=False) == {"unet.prediction_type": "epsilon", "unet.zero_terminal_snr": False}
+
+
 def test_turning_a_section_off_drops_only_that_section() -> None:
     form = TrainForm.from_config({**RECIPES["fashion"], "dataset": "fashion-mnist@v1"})
     config = form.to_config()

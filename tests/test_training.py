@@ -161,11 +161,12 @@ def test_training_options_and_lora_finetune(demo_home: Path, trained_model: Path
     short = ["dataset=digits", "stage=unet", "unet.steps=2", "unet.batch_size=4", "log_every=1", "validate_every=2", "sample_every=100", "sample_steps=2", "sample_images_per_prompt=1"]
     options = tmp_path / "options"
     run_training(
-        [*short, f"output_dir={options}", "unet.ema_decay=0.9", "unet.prediction_type=v_prediction", "unet.train_text_encoder=true",
+        [*short, f"output_dir={options}", "unet.ema_decay=0.9", "unet.prediction_type=v_prediction", "unet.zero_terminal_snr=true", "unet.train_text_encoder=true",
          "unet.caption_noise=0.5", "unet.noise_offset=0.05", "gradient_checkpointing=true", "mixed_precision=bf16"],
         env,
     )
-    assert json.loads((options / "model" / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "v_prediction"
+    scheduler = json.loads((options / "model" / "scheduler" / "scheduler_config.json").read_text())
+    assert (scheduler["prediction_type"], scheduler["rescale_betas_zero_snr"]) == ("v_prediction", True)
 
     lora = tmp_path / "lora"
     run_training([*short, f"output_dir={lora}", "preset=finetune", f"base_model={trained_model}", "unet.lora_rank=4", "unet.lr=0.05"], env)

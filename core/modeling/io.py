@@ -115,16 +115,18 @@ def check_safetensors(path: Path) -> None:
         raise StudioError(f"{path} is damaged or incomplete ({reason}), so the model was not loaded.") from None
 
 
-def load_components(folder: Path, prediction_type: str | None = None) -> Components:
-    """Load a Stable-Diffusion-layout folder (ours or any other) from local files only."""
+def load_components(folder: Path, prediction_type: str | None = None, zero_terminal_snr: bool | None = None) -> Components:
+    """Load a Stable-Diffusion-layout folder (ours or any other) from local files only; a training run
+    may set the scheduler's prediction type and terminal SNR."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     check_model_folder(folder)
     try:
         scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
-        if prediction_type and scheduler.config.prediction_type != prediction_type:
-            scheduler = DDPMScheduler.from_config(scheduler.config, prediction_type=prediction_type)
+        wanted = {"prediction_type": prediction_type, "rescale_betas_zero_snr": zero_terminal_snr}
+        if changed := {k: v for k, v in wanted.items() if v is not None and scheduler.config.get(k) != v}:
+            scheduler = DDPMScheduler.from_config(scheduler.config, **changed)
         return Components(
             text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", use_safetensors=True),
             vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True),

@@ -153,19 +153,20 @@ def build_unet(preset: Preset) -> UNet2DConditionModel:
     )
 
 
-def build_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+def build_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> DDPMScheduler:
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_schedule="scaled_linear",
         beta_start=0.00085,
         beta_end=0.012,
         prediction_type=prediction_type,
+        rescale_betas_zero_snr=zero_terminal_snr,
         clip_sample=False,
         steps_offset=1,
     )
 
 
-def build_components(name: PresetName, prediction_type: str = "epsilon", seed: int = 0) -> Components:
+def build_components(name: PresetName, prediction_type: str = "epsilon", seed: int = 0, zero_terminal_snr: bool = False) -> Components:
     preset = PRESETS[name]
     torch.manual_seed(seed)
     return Components(
@@ -173,5 +174,5 @@ def build_components(name: PresetName, prediction_type: str = "epsilon", seed: i
         vae=build_vae(preset),
         unet=build_unet(preset),
         tokenizer=load_tokenizer(),
-        scheduler=build_scheduler(prediction_type),
+        scheduler=build_scheduler(prediction_type, zero_terminal_snr),
     )

@@ -44,6 +44,14 @@ class UnetConfig(StageConfig):
     ema_decay: float | None = Field(None, gt=0, lt=1)
     train_text_encoder: bool = False
     lora_rank: int | None = Field(None, ge=1, le=512, description="Train LoRA adapters on the UNet only.")
+    zero_terminal_snr: bool = Field(False, description="Rescale the noise schedule so its last step is pure noise, as sampling starts (Lin et al. 2024); needs v-prediction.")
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> UnetConfig:
+        # At zero SNR the noisy latent is the noise itself: predicting the noise there teaches nothing.
+        if self.zero_terminal_snr and self.prediction_type != "v_prediction":
+            raise ValueError("unet.zero_terminal_snr needs unet.prediction_type 'v_prediction', as predicting the noise from pure noise teaches nothing")
+        return self
 
 
 class DeepSpeedConfig(StrictModel):

@@ -121,10 +121,11 @@ class Trainer:
         """The preset built from config, the fine-tuning base, or a checkpoint's model when resuming."""
         c = self.config
         folder = model_dir or (c.base_model if c.preset == "finetune" else None)
+        schedule = {"prediction_type": c.unet.prediction_type, "zero_terminal_snr": c.unet.zero_terminal_snr}
         if folder is not None:
-            components = load_components(folder, prediction_type=c.unet.prediction_type)
+            components = load_components(folder, **schedule)
         else:
-            components = build_components(c.preset, prediction_type=c.unet.prediction_type, seed=c.seed)
+            components = build_components(c.preset, seed=c.seed, **schedule)
         for module in (components.text_encoder, components.vae, components.unet):
             module.to(self.d.device)
         if c.gradient_checkpointing:
