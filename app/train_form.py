@@ -46,6 +46,7 @@ class TrainForm(BaseModel):
     min_snr: float
     noise_offset: float
     v_prediction: bool
+    zero_snr: bool
     mixed_precision: str
     grad_checkpointing: bool
     buckets: bool
@@ -115,6 +116,7 @@ class TrainForm(BaseModel):
             min_snr=unet.min_snr_gamma or 0.0,
             noise_offset=unet.noise_offset,
             v_prediction=unet.prediction_type == "v_prediction",
+            zero_snr=unet.zero_terminal_snr,
             mixed_precision=train.mixed_precision,
             grad_checkpointing=train.gradient_checkpointing,
             buckets=train.buckets.enabled,
@@ -162,7 +164,7 @@ class TrainForm(BaseModel):
                     "noise_offset": self.noise_offset,
                     "prediction_type": "v_prediction" if self.v_prediction else "epsilon",
                     # A zero-SNR schedule needs v-prediction: unticking it turns the schedule back too.
-                    "zero_terminal_snr": kept.get("unet", {}).get("zero_terminal_snr", False) and self.v_prediction,
+                    "zero_terminal_snr": self.zero_snr and self.v_prediction,
                     "lora_rank": self.lora_rank or None,
                 },
                 "mixed_precision": self.mixed_precision,

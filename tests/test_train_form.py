@@ -64,6 +64,8 @@ def test_the_default_form_is_the_demo_recipe() -> None:
         ({"min_snr": 0.0}, {"unet.min_snr_gamma": None}),
         ({"noise_offset": 0.05}, {"unet.noise_offset": 0.05}),
         ({"v_prediction": True}, {"unet.prediction_type": "v_prediction"}),
+        ({"v_prediction": True, "zero_snr": True}, {"unet.prediction_type": "v_prediction", "unet.zero_terminal_snr": True}),
+        ({"zero_snr": True}, {}),  # needs v-prediction: ticked alone it changes nothing
         ({"mixed_precision": "bf16"}, {"mixed_precision": "bf16"}),
         ({"grad_checkpointing": True}, {"gradient_checkpointing": True}),
         ({"buckets": True}, {"buckets.enabled": True}),

@@ -97,7 +97,9 @@ def test_form_validates_then_launches_a_real_job(demo: str) -> None:
     number(at, "UNet steps").set_value(30)
     number(at, "Batch size").set_value(8)
     number(at, "EMA decay (0 = off)").set_value(0.99)
-    at.checkbox(key="train.v_prediction").check()
+    assert at.checkbox(key="train.zero_snr").disabled  # it needs v-prediction
+    at.checkbox(key="train.v_prediction").check().run()
+    assert not at.checkbox(key="train.zero_snr").disabled
     at.button(key="train.launch").click().run()
     assert not at.exception and not at.error
     (job,) = list_jobs()
