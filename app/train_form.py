@@ -116,7 +116,7 @@ class TrainForm(BaseModel):
             min_snr=unet.min_snr_gamma or 0.0,
             noise_offset=unet.noise_offset,
             v_prediction=unet.prediction_type == "v_prediction",
-            zero_snr=unet.zero_terminal_snr,
+            zero_snr=bool(unet.zero_terminal_snr),
             mixed_precision=train.mixed_precision,
             grad_checkpointing=train.gradient_checkpointing,
             buckets=train.buckets.enabled,
@@ -162,9 +162,10 @@ class TrainForm(BaseModel):
                     "ema_decay": self.ema or None,
                     "min_snr_gamma": self.min_snr or None,
                     "noise_offset": self.noise_offset,
-                    "prediction_type": "v_prediction" if self.v_prediction else "epsilon",
+                    # Unticked, the schedule is the model's own: ε for a preset, the base's when fine-tuning.
                     # A zero-SNR schedule needs v-prediction: unticking it turns the schedule back too.
-                    "zero_terminal_snr": self.zero_snr and self.v_prediction,
+                    "prediction_type": "v_prediction" if self.v_prediction else None,
+                    "zero_terminal_snr": True if self.zero_snr and self.v_prediction else None,
                     "lora_rank": self.lora_rank or None,
                 },
                 "mixed_precision": self.mixed_precision,

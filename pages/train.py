@@ -173,7 +173,7 @@ def launch_form() -> None:
         a1.number_input("EMA decay (0 = off)", min_value=0.0, max_value=0.99999, format="%.5f", key=k("ema"), help="Keep an exponential moving average of the UNet weights, e.g. 0.999.")
         a2.number_input("Min-SNR γ (0 = off)", min_value=0.0, key=k("min_snr"), help="Min-SNR loss weighting; 5 is the paper's value.")
         a3.number_input("Noise offset", min_value=0.0, max_value=1.0, key=k("noise_offset"), help="Helps very dark or bright images; 0.05–0.1.")
-        a1.checkbox("v-prediction", key=k("v_prediction"), help="Predict v instead of the noise.")
+        a1.checkbox("v-prediction", key=k("v_prediction"), help="Predict v instead of the noise. Unticked, a fine-tuned base keeps its own.")
         a2.checkbox("Zero terminal SNR", key=k("zero_snr"), disabled=not st.session_state[k("v_prediction")],
                     help="Rescale the noise schedule so its last step is pure noise, as sampling starts (Lin et al. 2024). Needs v-prediction.")
         a3.selectbox("Mixed precision", ["no", "bf16", "fp16"], key=k("mixed_precision"), help="bf16 on recent GPUs; 'no' on CPU.")

@@ -94,7 +94,8 @@ def test_unticking_v_prediction_turns_a_zero_snr_schedule_off_with_it() -> None:
     fashion = RECIPES["fashion"]
     form = TrainForm.from_config({**fashion, "dataset": "fashion-mnist@v1", "unet": {**fashion["unet"], "prediction_type": "v_prediction", "zero_terminal_snr": True}})
     assert form.to_config().unet.zero_terminal_snr  # kept through the form
-    assert changed(form, v_prediction=False) == {"unet.prediction_type": "epsilon", "unet.zero_terminal_snr": False}
+    # Unticked is the model's own schedule: ε for a preset, the base's when fine-tuning.
+    assert changed(form, v_prediction=False) == {"unet.prediction_type": None, "unet.zero_terminal_snr": None}
 
 
 def test_turning_a_section_off_drops_only_that_section() -> None:

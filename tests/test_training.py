@@ -153,7 +153,7 @@ def test_torchrun_two_processes(demo_home: Path, tmp_path: Path) -> None:
     assert_metric_lines_match(proc.stdout, out / "checkpoints" / "metrics.jsonl")
 
 
-def test_training_options_and_lora_finetune(demo_home: Path, trained_model: Path, tmp_path: Path) -> None:
+def test_training_options_and_lora_finetune(demo_home: Path, tmp_path: Path) -> None:
     """The options users expect run together; LoRA fine-tuning saves a plain, merged UNet."""
     from safetensors import safe_open
 
@@ -168,11 +168,13 @@ def test_training_options_and_lora_finetune(demo_home: Path, trained_model: Path
     scheduler = json.loads((options / "model" / "scheduler" / "scheduler_config.json").read_text())
     assert (scheduler["prediction_type"], scheduler["rescale_betas_zero_snr"]) == ("v_prediction", True)
 
-    lora = tmp_path / "lora"
-    run_training([*short, f"output_dir={lora}", "preset=finetune", f"base_model={trained_model}", "unet.lora_rank=4", "unet.lr=0.05"], env)
+    # Fine-tuning that base with the default config keeps its v-prediction, zero-SNR schedule.
+    lora, base_model = tmp_path / "lora", options / "model"
+    run_training([*short, f"output_dir={lora}", "preset=finetune", f"base_model={base_model}", "unet.lora_rank=4", "unet.lr=0.05"], env)
+    assert json.loads((lora / "model" / "scheduler" / "scheduler_config.json").read_text()) == scheduler
     key = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight"
     name = "unet/diffusion_pytorch_model.safetensors"
-    with safe_open(lora / "model" / name, "pt") as tuned, safe_open(trained_model / name, "pt") as base:
+    with safe_open(lora / "model" / name, "pt") as tuned, safe_open(base_model / name, "pt") as base:
         assert sorted(tuned.keys()) == sorted(base.keys())  # no adapter keys: diffusers loads it as is
         assert (tuned.get_tensor(key) - base.get_tensor(key)).abs().max() > 0
 

@@ -117,7 +117,7 @@ def check_safetensors(path: Path) -> None:
 
 def load_components(folder: Path, prediction_type: str | None = None, zero_terminal_snr: bool | None = None) -> Components:
     """Load a Stable-Diffusion-layout folder (ours or any other) from local files only; a training run
-    may set the scheduler's prediction type and terminal SNR."""
+    may set the scheduler's prediction type and terminal SNR (None keeps the folder's)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -127,6 +127,8 @@ def load_components(folder: Path, prediction_type: str | None = None, zero_termi
         wanted = {"prediction_type": prediction_type, "rescale_betas_zero_snr": zero_terminal_snr}
         if changed := {k: v for k, v in wanted.items() if v is not None and scheduler.config.get(k) != v}:
             scheduler = DDPMScheduler.from_config(scheduler.config, **changed)
+            if scheduler.config.rescale_betas_zero_snr and scheduler.config.prediction_type != "v_prediction":
+                raise StudioError(f"The model in {folder} has a zero-terminal-SNR schedule, which needs v-prediction: set unet.prediction_type to v_prediction, or unet.zero_terminal_snr to false.")
         return Components(
             text_encoder=CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", use_safetensors=True),
             vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True),

@@ -36,7 +36,8 @@ class VaeConfig(StageConfig):
 
 class UnetConfig(StageConfig):
     steps: int = Field(1040, ge=0, le=10_000_000)
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    # Unset, the schedule is the fine-tuning base's own (a v-prediction base stays one), else ε, not rescaled.
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None
     caption_dropout: float = Field(0.1, ge=0, le=1, description="Share of empty captions, for CFG.")
     caption_noise: float = Field(0.0, ge=0, le=1, description="Share of captions with one or two random words or punctuation marks inserted, so a trained text encoder learns to ignore tokens its captions never had or that only one kind of caption carries.")
     min_snr_gamma: float | None = Field(5.0, gt=0)
@@ -44,7 +45,7 @@ class UnetConfig(StageConfig):
     ema_decay: float | None = Field(None, gt=0, lt=1)
     train_text_encoder: bool = False
     lora_rank: int | None = Field(None, ge=1, le=512, description="Train LoRA adapters on the UNet only.")
-    zero_terminal_snr: bool = Field(False, description="Rescale the noise schedule so its last step is pure noise, as sampling starts (Lin et al. 2024); needs v-prediction.")
+    zero_terminal_snr: bool | None = Field(None, description="Rescale the noise schedule so its last step is pure noise, as sampling starts (Lin et al. 2024); needs v-prediction.")
 
     @model_validator(mode="after")
     def _check_schedule(self) -> UnetConfig:

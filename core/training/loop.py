@@ -121,11 +121,10 @@ class Trainer:
         """The preset built from config, the fine-tuning base, or a checkpoint's model when resuming."""
         c = self.config
         folder = model_dir or (c.base_model if c.preset == "finetune" else None)
-        schedule = {"prediction_type": c.unet.prediction_type, "zero_terminal_snr": c.unet.zero_terminal_snr}
         if folder is not None:
-            components = load_components(folder, **schedule)
+            components = load_components(folder, c.unet.prediction_type, c.unet.zero_terminal_snr)
         else:
-            components = build_components(c.preset, seed=c.seed, **schedule)
+            components = build_components(c.preset, c.unet.prediction_type or "epsilon", c.seed, bool(c.unet.zero_terminal_snr))
         for module in (components.text_encoder, components.vae, components.unet):
             module.to(self.d.device)
         if c.gradient_checkpointing:
@@ -350,7 +349,10 @@ class Trainer:
     def _log_run_info(self) -> None:
         if not self.sink:
             return
-        self.sink.params(flatten(self.config.model_dump(mode="json", exclude={"mlflow_run_id"})))
+        params = flatten(self.config.model_dump(mode="json", exclude={"mlflow_run_id"}))
+        schedule = self.components.scheduler.config  # the schedule trained, where the config left it to the base
+        params.update({"unet.prediction_type": schedule.prediction_type, "unet.zero_terminal_snr": schedule.rescale_betas_zero_snr})
+        self.sink.params(params)
         tags = {"preset": self.config.preset, "stage": self.config.stage}
         if self.config.dataset:
             tags["dataset"] = self.config.dataset
