@@ -56,7 +56,7 @@ def test_the_default_form_is_the_demo_recipe() -> None:
         ({"vae_steps": 10}, {"vae.steps": 10}),
         ({"unet_steps": 20}, {"unet.steps": 20}),
         ({"batch_size": 4}, {"unet.batch_size": 4}),
-        ({"lr": 0.002}, {"unet.lr": 0.002}),
+        ({"lr": 0.003}, {"unet.lr": 0.003}),
         ({"vae_batch_size": 16}, {"vae.batch_size": 16}),
         ({"vae_lr": 0.0005}, {"vae.lr": 0.0005}),
         ({"train_text": False}, {"unet.train_text_encoder": False, "unet.caption_noise": 0.0}),  # the fashion recipe's noise goes with it
