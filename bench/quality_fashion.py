@@ -13,8 +13,10 @@ read against its noise. Template accuracy also covers phrasings a user would wri
 template uses. Target: at one guidance, prompt accuracy >= 0.95, Fréchet distance <= 2x the real
 floor and coverage >= 0.93. `--builtin emoji` trains the same recipe on the emoji (colour) and
 reports the same figures on ImageNet features (EfficientNet-Lite0), without a target yet.
+Last, at the same guidance scales, the simple baseline of `quality_fashion_baseline.py` (PCA and a
+class-conditioned MLP) is trained and scored on the same real images, unless `--no-baseline`.
 
-    .venv/bin/python bench/quality_fashion.py [--builtin emoji] [--set unet.steps=N ...] [--preset-set latent_channels=8 ...] [--guidance G ...] [--n 1000] [--home DIR] [--result NAME] [--what "the change"]
+    .venv/bin/python bench/quality_fashion.py [--builtin emoji] [--set unet.steps=N ...] [--preset-set latent_channels=8 ...] [--guidance G ...] [--n 1000] [--home DIR] [--result NAME] [--what "the change"] [--no-baseline]
 
 `--what` also appends the run, as one row, to bench/results/quality_ablations.json. With
 `--set stage=vae` only the VAE trains, and what is measured is its floor: its reconstructions of N
@@ -41,6 +43,10 @@ PER_TEMPLATE = 8  # images per class and template
 # Phrasings no caption template uses, as a user would type them.
 USER_PHRASINGS = ("a black and white photo of {}", "{} on a plain background", "a close-up of {}")
 FLOOR_PAIRS = 4  # disjoint pairs of real val subsets for the floor's spread
+
+
+def meets_target(accuracy: float, frechet_over_floor: float, coverage: float) -> bool:
+    return accuracy >= TARGET["prompt_accuracy"] and frechet_over_floor <= TARGET["frechet_over_real_floor"] and coverage >= TARGET["coverage"]
 
 
 def template_accuracy(model_dir: Path, guidance: float, steps: int) -> dict[str, float]:
@@ -120,6 +126,7 @@ def main() -> None:
     from core.training.loop import train
     from core.training.recipes import FASHION
     from quality_ablation import override_preset
+    from quality_fashion_baseline import run_baseline
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--builtin", choices=["fashion-mnist", "emoji"], default="fashion-mnist", help="emoji: the same recipe and figures, on ImageNet features")
@@ -131,6 +138,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="reuse this studio home (keeps the import and the evaluator)")
     parser.add_argument("--result", help="bench/results/<RESULT>.json; default quality_fashion or quality_emoji")
     parser.add_argument("--what", help="the change tried, in words: also append the run to the ablations")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the simple baseline (bench/quality_fashion_baseline.py, about 6 minutes) the recipe is scored against")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,13 +184,14 @@ def main() -> None:
                 "precision": round(r.metrics.precision, 3),
                 "recall": round(r.metrics.recall, 3),
                 "sampling_images_per_second": r.images_per_second,
-                "meets_target": r.prompt_accuracy >= TARGET["prompt_accuracy"] and r.metrics.frechet / floor <= TARGET["frechet_over_real_floor"] and r.metrics.coverage >= TARGET["coverage"],
+                "meets_target": meets_target(r.prompt_accuracy, r.metrics.frechet / floor, r.metrics.coverage),
             }
             for r in evaluation.results
         }
         best = min(evaluation.results, key=lambda r: r.metrics.frechet).guidance
         floor_spread = real_floor_spread(ref, evaluation.n_real, FLOOR_PAIRS, features)
         templates = {"guidance": best, **template_accuracy(result.model_dir, best, args.sample_steps)} if fashion else None
+        baseline = None if args.no_baseline or not fashion else run_baseline(ref, args.n, [r.guidance for r in evaluation.results], args.sample_steps)
         if args.what:
             append_ablation(
                 {
@@ -226,7 +235,7 @@ def main() -> None:
                 "floor_real_coverage": round(evaluation.floor_real.coverage, 3),
                 "template_accuracy": templates,
                 "target": TARGET,
-                "reference_simpler_denoiser": {"what": "PCA to 128 numbers + a class-conditioned MLP denoiser, 3,000 steps of 256, ~80 s on one thread (issue 16)", "prompt_accuracy": 0.958, "frechet_over_real_floor": 2.3, "coverage": 0.936},
+                "baseline": baseline,
                 "vae_val_psnr": last.get("vae_val_psnr"),
                 "final_loss": last.get("loss"),
                 "import_s": round(import_s, 1),
