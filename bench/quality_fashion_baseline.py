@@ -29,15 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-COMPONENTS = 128
+COMPONENTS = 128  # as issue 16 specified it
 
 
-def fit_pca(pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float]:
+def fit_pca(pixels: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(mean, components (k, d), scale): x ≈ mean + (z * scale) @ components, z about unit variance."""
     x = torch.from_numpy(pixels).double()
     mean = x.mean(0)
     _, _, v = torch.linalg.svd(x - mean, full_matrices=False)
-    components = v[:COMPONENTS]
+    components = v[:k]
     scale = float(((x - mean) @ components.T).std())
     return mean.float(), components.float(), scale
 
@@ -45,14 +45,14 @@ def fit_pca(pixels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, float]:
 class Denoiser(nn.Module):
     """ε-prediction on the PCA numbers: residual MLP blocks, the timestep and class added to the input."""
 
-    def __init__(self, classes: int, width: int = 512, blocks: int = 3) -> None:
+    def __init__(self, classes: int, components: int, width: int = 512, blocks: int = 3) -> None:
         super().__init__()
         self.classes = classes  # index `classes` is the empty condition, for guidance
         self.label = nn.Embedding(classes + 1, width)
         self.time = nn.Sequential(nn.Linear(128, width), nn.SiLU(), nn.Linear(width, width))
-        self.inp = nn.Linear(COMPONENTS, width)
+        self.inp = nn.Linear(components, width)
         self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.SiLU(), nn.Linear(2 * width, width)) for _ in range(blocks))
-        self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, COMPONENTS))
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, components))
 
     def forward(self, z: torch.Tensor, t: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         freqs = torch.exp(-math.log(10_000) * torch.arange(64) / 64)
@@ -68,7 +68,7 @@ def train(z: torch.Tensor, labels: torch.Tensor, classes: int, steps: int, batch
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
     torch.manual_seed(0)
-    model = Denoiser(classes)
+    model = Denoiser(classes, z.shape[1])
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = get_cosine_schedule_with_warmup(optimizer, min(50, steps // 10), steps)  # as the recipe's stages
@@ -95,7 +95,7 @@ def sample(model: Denoiser, labels: np.ndarray, guidance: float, steps: int, see
     scheduler.set_timesteps(steps)
     label = torch.from_numpy(labels).long()
     empty = torch.full_like(label, model.classes)
-    z = torch.randn(len(labels), COMPONENTS, generator=torch.Generator().manual_seed(seed))
+    z = torch.randn(len(labels), model.inp.in_features, generator=torch.Generator().manual_seed(seed))
     for t in scheduler.timesteps:
         tt = t.repeat(len(labels))
         cond, uncond = model(z, tt, label), model(z, tt, empty)
@@ -111,7 +111,7 @@ def to_images(z: torch.Tensor, mean: torch.Tensor, components: torch.Tensor, sca
     return np.repeat(grey, 3, axis=1)
 
 
-def run_baseline(ref: str, n: int, guidance: list[float], sample_steps: int = 25, steps: int = 3000, batch_size: int = 256, lr: float = 1e-3) -> dict[str, Any]:
+def run_baseline(ref: str, n: int, guidance: list[float], sample_steps: int = 25, steps: int = 3000, batch_size: int = 256, lr: float = 1e-3, components: int = COMPONENTS) -> dict[str, Any]:
     """Train the baseline on `ref`'s train split and score it as evaluate() scores a model."""
     from bench.common import machine
     from core.evaluation.data import Version, label_of
@@ -128,8 +128,8 @@ def run_baseline(ref: str, n: int, guidance: list[float], sample_steps: int = 25
 
     started = time.time()
     grey = version.images(version.train)[:, 0].reshape(len(version.train), -1).astype(np.float32)
-    mean, components, scale = fit_pca(grey)
-    z = ((torch.from_numpy(grey) - mean) @ components.T) / scale
+    mean, basis, scale = fit_pca(grey, components)
+    z = ((torch.from_numpy(grey) - mean) @ basis.T) / scale
     labels = torch.tensor([classes.index(label_of(i)) for i in version.train])
     model = train(z, labels, len(classes), steps, batch_size, lr, dropout=0.1)
     train_s = time.time() - started
@@ -138,12 +138,12 @@ def run_baseline(ref: str, n: int, guidance: list[float], sample_steps: int = 25
     real = extract(reference)
     floor = compare(real, extract(other))
     other_grey = torch.from_numpy(other[:, 0].reshape(len(other), -1).astype(np.float32))
-    pca_floor = compare(real, extract(to_images((other_grey - mean) @ components.T / scale, mean, components, scale)))
+    pca_floor = compare(real, extract(to_images((other_grey - mean) @ basis.T / scale, mean, basis, scale)))
 
     prompted = np.repeat(np.arange(len(classes)), n // len(classes))
     results = {}
     for g in guidance:
-        images = to_images(sample(model, prompted, g, sample_steps, seed=0), mean, components, scale)
+        images = to_images(sample(model, prompted, g, sample_steps, seed=0), mean, basis, scale)
         metrics = compare(real, extract(images))
         accuracy = float((evaluator.predict(images) == prompted).mean())
         results[f"cfg_{g:g}"] = {
@@ -156,7 +156,7 @@ def run_baseline(ref: str, n: int, guidance: list[float], sample_steps: int = 25
             "meets_target": meets_target(accuracy, metrics.frechet / floor.frechet, metrics.coverage),
         }
     return {
-        "model": {"what": f"PCA to {COMPONENTS} numbers + a class-conditioned residual MLP denoiser (ε, the recipe's DDPM schedule)", "steps": steps, "batch_size": batch_size, "lr": lr, "parameters": sum(p.numel() for p in model.parameters())},
+        "model": {"what": f"PCA to {components} numbers + a class-conditioned residual MLP denoiser (ε, the recipe's DDPM schedule)", "steps": steps, "batch_size": batch_size, "lr": lr, "parameters": sum(p.numel() for p in model.parameters())},
         "n": len(prompted),
         "sampling_steps": sample_steps,
         "results": results,
@@ -181,6 +181,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000, help="denoiser training steps")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--components", type=int, default=COMPONENTS, help="PCA components (the latent's size)")
+    parser.add_argument("--result", default="quality_fashion_baseline", help="bench/results/<RESULT>.json")
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--home", type=Path, help="reuse this studio home (keeps the import and the evaluator)")
     args = parser.parse_args()
@@ -188,8 +190,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["STUDIO_HOME"] = str(args.home or tmp)
         ref = import_builtin("fashion-mnist")
-        result = run_baseline(ref, args.n, args.guidance or [1, 1.5, 2, 3], args.sample_steps, args.steps, args.batch_size, args.lr)
-        write_result("quality_fashion_baseline", {"dataset": ref, "features": "evaluator", **result, "target": TARGET})
+        result = run_baseline(ref, args.n, args.guidance or [1, 1.5, 2, 3], args.sample_steps, args.steps, args.batch_size, args.lr, args.components)
+        write_result(args.result, {"dataset": ref, "features": "evaluator", **result, "target": TARGET})
 
 
 if __name__ == "__main__":

@@ -48,12 +48,15 @@ QUICK_DEMO: dict[str, Any] = {
 # dropout stays 0.1, as 0.2 was worse on every figure. The UNet trains on batches of 32 at lr 2e-3:
 # 1.23x the images of batch 16 in the same time (80 against 63 images/s), and better on every figure
 # at guidance 2 (0.909 / 1.53x / 0.889 against 0.886 / 2.14x / 0.866); lr 3e-3, or batches of 64,
-# followed the prompt less well (0.87 and 0.84).
+# followed the prompt less well (0.87 and 0.84). The VAE's KL weight is 1e-3 (from 1e-6): a smoother
+# latent space at no cost in reconstruction (val PSNR 28.3 dB either way) raised coverage at every
+# guidance (0.916 / 0.922 / 0.89 at 2 / 2.5 / 3, from 0.889 / 0.867 / 0.845) with a lower Fréchet
+# distance from 2.5 on (1.61x, 2.02x, from 1.73x, 2.23x).
 FASHION: dict[str, Any] = {
     **DEMO,
     "preset": "tiny-wide",
     "dataset": "fashion-mnist",
-    "vae": {"steps": 2600, "batch_size": 8, "lr": 2e-3, "warmup_steps": 50},
+    "vae": {"steps": 2600, "batch_size": 8, "lr": 2e-3, "warmup_steps": 50, "kl_weight": 1e-3},
     "unet": {"steps": 2400, "batch_size": 32, "lr": 2e-3, "warmup_steps": 50, "caption_dropout": 0.1, "caption_noise": 0.4, "train_text_encoder": True},
     "sample_every": 600,
     "checkpoint_every": 300,
