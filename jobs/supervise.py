@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.db import Job
@@ -101,7 +101,7 @@ def main(job_id: str) -> int:
     import core  # noqa: F401
     from jobs.local import schedule
     from jobs.processes import current
-    from jobs.records import get_job, set_run_status, transition, update_job
+    from jobs.records import get_job, set_run_status, transition
 
     # Record this process on the row before any training starts, in the UPDATE that makes it
     # "running": a launcher killed before recording it leaves the row to `jobs.local._settle_unlaunched`,
@@ -131,17 +131,25 @@ def main(job_id: str) -> int:
     deliver_leftovers(job, Path(job.log_path))  # before the final status: a FINISHED run has all its data
     state = json.loads(status_file.read_text()).get("status") if status_file.is_file() else None
     if code == 0 and state in ("succeeded", "stopped"):
-        update_job(job_id, status=state, exit_code=0, failure_reason=None)
-        set_run_status(job.mlflow_run_id, "FINISHED" if state == "succeeded" else "KILLED")
+        end(job, "FINISHED" if state == "succeeded" else "KILLED", status=state, exit_code=0, failure_reason=None)
         evaluate_after(job_id, Path(job.log_path))
     elif stop_requested.is_set():
-        update_job(job_id, status="stopped", exit_code=code, failure_reason="Stopped before the training process saved a checkpoint.")
-        set_run_status(job.mlflow_run_id, "KILLED")
+        end(job, "KILLED", status="stopped", exit_code=code, failure_reason="Stopped before the training process saved a checkpoint.")
     else:
-        update_job(job_id, status="failed", exit_code=code, failure_reason=failure_reason(Path(job.log_path), code))
-        set_run_status(job.mlflow_run_id, "FAILED")
+        end(job, "FAILED", status="failed", exit_code=code, failure_reason=failure_reason(Path(job.log_path), code))
     schedule()
     return 0
+
+
+def end(job: Job, run_status: str, **fields: Any) -> None:
+    """The run's final status first, then the job's: whoever sees the job ended finds its run ended
+    too. The job's row is written even when the tracking server refuses."""
+    from jobs.records import set_run_status, update_job
+
+    try:
+        set_run_status(job.mlflow_run_id, run_status)
+    finally:
+        update_job(job.id, **fields)
 
 
 def deliver_leftovers(job: Job, log_path: Path) -> None:

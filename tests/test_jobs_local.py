@@ -91,3 +91,28 @@ def test_queue_restart_reattach_and_kill_9(demo: str, home: Path, monkeypatch: p
         control.resume(c.id)
     control.stop(c.id)
     wait_until(lambda: get_job(c.id).status == "stopped", timeout=240, what="the stopped job to end")
+
+
+def test_a_job_reads_as_ended_only_once_its_run_has(demo: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever sees a job succeed (the Train page, `studio job wait`, a script polling it) must find
+    its MLflow run FINISHED: the supervisor ends the run before the job's row."""
+    import jobs.local
+    import jobs.records
+    from core.tracking import get_tracking
+    from jobs import control, supervise
+    from jobs.records import transition
+
+    monkeypatch.setattr(jobs.local, "schedule", lambda: [])  # this test runs the supervisor itself, in this process
+    job = control.launch(tiny(demo, "stage=unet"))
+    seen: dict[str, str] = {}
+    real_update = jobs.records.update_job
+
+    def update_job(job_id: str, **fields: object):  # type: ignore[no-untyped-def]
+        if fields.get("status") in ("succeeded", "failed", "stopped"):
+            seen[str(fields["status"])] = get_tracking().client.get_run(job.mlflow_run_id).info.status
+        return real_update(job_id, **fields)
+
+    monkeypatch.setattr(jobs.records, "update_job", update_job)
+    assert transition(job.id, ("queued",), status="starting")
+    assert supervise.main(job.id) == 0
+    assert seen == {"succeeded": "FINISHED"}
